@@ -1,0 +1,392 @@
+//! Run a policy natively in `cargo test`, without a gateway.
+//!
+//! On native targets the SDK's views read the `Test*` values below and its
+//! host services (logging, variables, clocks, expressions) are served from
+//! thread-local state that a test can inspect.
+//!
+//! ```
+//! use gatehouse_sdk::testkit::{self, TestRequest};
+//! # use gatehouse_sdk::{Decision, Policy, Request, Connection};
+//! # struct Allow;
+//! # impl Policy for Allow { type Config = serde_json::Value;
+//! #   fn new(_: serde_json::Value) -> Result<Self, String> { Ok(Allow) } }
+//! let policy: Allow = testkit::build(r#"{}"#).unwrap();
+//! let decision = testkit::on_request(&policy, &TestRequest::get("/orders").header("x-tenant", "a"));
+//! assert!(decision.is_continue());
+//! ```
+//!
+//! Expressions are evaluated by the gateway, not the SDK: in tests, give each
+//! source text its value with [`set_expression_value`].
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use crate::bindings::gatehouse::policy::expressions::Value;
+use crate::{ClientCertificate, Connection, Decision, Header, Policy, Request, Response};
+
+/// A request for tests. Build it with [`TestRequest::get`] or
+/// [`TestRequest::new`] and the `header`/`query` builders.
+#[derive(Clone, Debug)]
+pub struct TestRequest {
+    /// Method.
+    pub method: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Authority.
+    pub authority: String,
+    /// Path.
+    pub path: String,
+    /// Query.
+    pub query: Option<String>,
+    /// Headers in order (names lower case).
+    pub headers: Vec<(String, String)>,
+    /// Path template parameters.
+    pub path_params: Vec<(String, String)>,
+    /// API name.
+    pub api: String,
+    /// Operation name.
+    pub operation: Option<String>,
+}
+
+impl TestRequest {
+    /// A request with `method` and `path` on `https://example.test`.
+    pub fn new(method: &str, path: &str) -> Self {
+        TestRequest {
+            method: method.to_string(),
+            scheme: "https".into(),
+            authority: "example.test".into(),
+            path: path.to_string(),
+            query: None,
+            headers: Vec::new(),
+            path_params: Vec::new(),
+            api: "test".into(),
+            operation: None,
+        }
+    }
+    /// A `GET` request.
+    pub fn get(path: &str) -> Self {
+        Self::new("GET", path)
+    }
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+    /// Sets the query.
+    pub fn query(mut self, query: &str) -> Self {
+        self.query = Some(query.to_string());
+        self
+    }
+    /// Adds a path parameter.
+    pub fn path_param(mut self, name: &str, value: &str) -> Self {
+        self.path_params.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub(crate) fn method(&self) -> String {
+        self.method.clone()
+    }
+    pub(crate) fn scheme(&self) -> String {
+        self.scheme.clone()
+    }
+    pub(crate) fn authority(&self) -> String {
+        self.authority.clone()
+    }
+    pub(crate) fn path(&self) -> String {
+        self.path.clone()
+    }
+    pub(crate) fn query_(&self) -> Option<String> {
+        self.query.clone()
+    }
+    pub(crate) fn header_(&self, name: &str) -> Option<String> {
+        first(&self.headers, name)
+    }
+    pub(crate) fn header_all(&self, name: &str) -> Vec<String> {
+        all(&self.headers, name)
+    }
+    pub(crate) fn headers(&self) -> Vec<Header> {
+        to_headers(&self.headers)
+    }
+    pub(crate) fn path_param_(&self, name: &str) -> Option<String> {
+        self.path_params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+    pub(crate) fn api(&self) -> String {
+        self.api.clone()
+    }
+    pub(crate) fn operation(&self) -> Option<String> {
+        self.operation.clone()
+    }
+}
+
+/// A response for tests.
+#[derive(Clone, Debug)]
+pub struct TestResponse {
+    /// Status.
+    pub status: u16,
+    /// Headers (names lower case).
+    pub headers: Vec<(String, String)>,
+}
+
+impl TestResponse {
+    /// A response with `status`.
+    pub fn new(status: u16) -> Self {
+        TestResponse { status, headers: Vec::new() }
+    }
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+    pub(crate) fn status(&self) -> u16 {
+        self.status
+    }
+    pub(crate) fn header_(&self, name: &str) -> Option<String> {
+        first(&self.headers, name)
+    }
+    pub(crate) fn header_all(&self, name: &str) -> Vec<String> {
+        all(&self.headers, name)
+    }
+    pub(crate) fn headers(&self) -> Vec<Header> {
+        to_headers(&self.headers)
+    }
+}
+
+/// A connection for tests. Default: `203.0.113.7:50000`, TLS 1.3, `h2`,
+/// SNI `example.test`, no client certificate.
+#[derive(Clone, Debug)]
+pub struct TestConnection {
+    /// Client IP.
+    pub client_ip: String,
+    /// Client port.
+    pub client_port: u16,
+    /// SNI.
+    pub sni: Option<String>,
+    /// ALPN.
+    pub alpn: Option<String>,
+    /// TLS version.
+    pub tls_version: Option<String>,
+    /// Client certificate.
+    pub client_certificate: Option<ClientCertificate>,
+    /// Client certificate chain (DER).
+    pub chain: Vec<Vec<u8>>,
+}
+
+impl Default for TestConnection {
+    fn default() -> Self {
+        TestConnection {
+            client_ip: "203.0.113.7".into(),
+            client_port: 50000,
+            sni: Some("example.test".into()),
+            alpn: Some("h2".into()),
+            tls_version: Some("TLSv1.3".into()),
+            client_certificate: None,
+            chain: Vec::new(),
+        }
+    }
+}
+
+impl TestConnection {
+    pub(crate) fn client_ip(&self) -> String {
+        self.client_ip.clone()
+    }
+    pub(crate) fn client_port(&self) -> u16 {
+        self.client_port
+    }
+    pub(crate) fn sni(&self) -> Option<String> {
+        self.sni.clone()
+    }
+    pub(crate) fn alpn(&self) -> Option<String> {
+        self.alpn.clone()
+    }
+    pub(crate) fn tls_version(&self) -> Option<String> {
+        self.tls_version.clone()
+    }
+    pub(crate) fn client_certificate(&self) -> Option<ClientCertificate> {
+        self.client_certificate.clone()
+    }
+    pub(crate) fn client_certificate_chain(&self) -> Vec<Vec<u8>> {
+        self.chain.clone()
+    }
+}
+
+// The views call `query`, `header` and `path_param` on the backend; the
+// builder methods of the same names take `self`, so the accessors are
+// reached through this trait.
+#[doc(hidden)]
+pub trait Accessors {
+    fn query(&self) -> Option<String>;
+    fn header(&self, name: &str) -> Option<String>;
+    fn path_param(&self, name: &str) -> Option<String>;
+}
+impl Accessors for TestRequest {
+    fn query(&self) -> Option<String> {
+        self.query_()
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.header_(name)
+    }
+    fn path_param(&self, name: &str) -> Option<String> {
+        self.path_param_(name)
+    }
+}
+impl Accessors for TestResponse {
+    fn query(&self) -> Option<String> {
+        None
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.header_(name)
+    }
+    fn path_param(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
+fn first(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+}
+fn all(headers: &[(String, String)], name: &str) -> Vec<String> {
+    headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).collect()
+}
+fn to_headers(headers: &[(String, String)]) -> Vec<Header> {
+    headers.iter().map(|(n, v)| Header { name: n.clone(), value: v.clone() }).collect()
+}
+
+#[derive(Default)]
+struct State {
+    vars: HashMap<String, String>,
+    logs: Vec<(String, String)>,
+    traces: Vec<String>,
+    expressions: HashMap<String, Value>,
+    now_millis: u64,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State { now_millis: 1_700_000_000_000, ..State::default() });
+}
+
+/// Builds a policy from JSON config, as the gateway does at load time.
+///
+/// # Errors
+///
+/// The config or constructor error, exactly as the gateway would report it.
+pub fn build<P: Policy>(config_json: &str) -> Result<P, String> {
+    let config = crate::parse_config::<P::Config>(config_json)?;
+    P::new(config)
+}
+
+/// Calls `on_request` with a default [`TestConnection`].
+pub fn on_request<P: Policy>(policy: &P, req: &TestRequest) -> Decision {
+    on_request_with(policy, req, &TestConnection::default())
+}
+
+/// Calls `on_request` with the given connection.
+pub fn on_request_with<P: Policy>(policy: &P, req: &TestRequest, conn: &TestConnection) -> Decision {
+    policy.on_request(&Request::from_test(req), &Connection::from_test(conn))
+}
+
+/// Calls `on_response` with a default [`TestConnection`].
+pub fn on_response<P: Policy>(policy: &P, req: &TestRequest, resp: &TestResponse) -> Decision {
+    let conn = TestConnection::default();
+    policy.on_response(
+        &Request::from_test(req),
+        &Response::from_test(resp),
+        &Connection::from_test(&conn),
+    )
+}
+
+/// The context variables set so far on this thread.
+pub fn variables_snapshot() -> HashMap<String, String> {
+    STATE.with(|s| s.borrow().vars.clone())
+}
+
+/// Sets a context variable, as an earlier policy would.
+pub fn set_variable(name: &str, value: &str) {
+    STATE.with(|s| s.borrow_mut().vars.insert(name.into(), value.into()));
+}
+
+/// The log lines written so far on this thread, as `(level, message)`.
+pub fn logs() -> Vec<(String, String)> {
+    STATE.with(|s| s.borrow().logs.clone())
+}
+
+/// The trace entries written so far on this thread.
+pub fn traces() -> Vec<String> {
+    STATE.with(|s| s.borrow().traces.clone())
+}
+
+/// Makes expressions with this exact source evaluate to `value`.
+pub fn set_expression_value(source: &str, value: Value) {
+    STATE.with(|s| s.borrow_mut().expressions.insert(source.into(), value));
+}
+
+/// Sets the wall clock seen by [`crate::host::now_millis`].
+pub fn set_now_millis(ms: u64) {
+    STATE.with(|s| s.borrow_mut().now_millis = ms);
+}
+
+/// Clears variables, logs, traces and expression values on this thread.
+pub fn reset() {
+    STATE.with(|s| *s.borrow_mut() = State { now_millis: 1_700_000_000_000, ..State::default() });
+}
+
+/// An expression in native tests: compiles anything that is not empty and
+/// evaluates to the value given with [`set_expression_value`].
+pub struct TestExpression(String);
+
+impl TestExpression {
+    pub(crate) fn compile(source: &str) -> Result<Self, String> {
+        if source.trim().is_empty() {
+            return Err("empty expression".into());
+        }
+        Ok(TestExpression(source.to_string()))
+    }
+    pub(crate) fn evaluate(&self) -> Result<Value, String> {
+        STATE.with(|s| {
+            s.borrow().expressions.get(&self.0).cloned().ok_or_else(|| {
+                format!("testkit: no value set for expression `{}` (use testkit::set_expression_value)", self.0)
+            })
+        })
+    }
+    pub(crate) fn source(&self) -> String {
+        self.0.clone()
+    }
+}
+
+#[doc(hidden)]
+pub mod host {
+    use super::STATE;
+    use crate::host::LogLevel;
+
+    pub fn log(level: LogLevel, message: &str) {
+        STATE.with(|s| s.borrow_mut().logs.push((format!("{level:?}").to_lowercase(), message.into())));
+    }
+    pub fn trace_enabled() -> bool {
+        true
+    }
+    pub fn trace(message: &str) {
+        STATE.with(|s| s.borrow_mut().traces.push(message.into()));
+    }
+    pub fn now_millis() -> u64 {
+        STATE.with(|s| s.borrow().now_millis)
+    }
+    pub fn monotonic_nanos() -> u64 {
+        STATE.with(|s| s.borrow().now_millis.saturating_mul(1_000_000))
+    }
+    pub fn request_id() -> String {
+        "test-request".into()
+    }
+}
+
+#[doc(hidden)]
+pub mod variables {
+    use super::STATE;
+    pub fn get(name: &str) -> Option<String> {
+        STATE.with(|s| s.borrow().vars.get(name).cloned())
+    }
+    pub fn set(name: &str, value: &str) {
+        STATE.with(|s| s.borrow_mut().vars.insert(name.into(), value.into()));
+    }
+    pub fn remove(name: &str) {
+        STATE.with(|s| s.borrow_mut().vars.remove(name));
+    }
+}
