@@ -62,7 +62,10 @@ pub fn build(workspace: &Path, target_dir: &Path, packages: &[&str]) -> Vec<Path
     }
     for (key, _) in std::env::vars_os() {
         if let Some(k) = key.to_str() {
-            if k.starts_with("CARGO_PROFILE_") || k.starts_with("CARGO_CFG_") || k.starts_with("CARGO_FEATURE_") {
+            if k.starts_with("CARGO_PROFILE_")
+                || k.starts_with("CARGO_CFG_")
+                || k.starts_with("CARGO_FEATURE_")
+            {
                 cmd.env_remove(k);
             }
         }

@@ -28,7 +28,10 @@ impl Decision {
 impl Header {
     /// A header; the name is lower-cased.
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Header { name: name.into().to_ascii_lowercase(), value: value.into() }
+        Header {
+            name: name.into().to_ascii_lowercase(),
+            value: value.into(),
+        }
     }
 }
 
@@ -74,7 +77,11 @@ impl Fault {
 impl ResponseSpec {
     /// A response with a status and no headers or body.
     pub fn new(status: u16) -> Self {
-        ResponseSpec { status, headers: Vec::new(), body: Vec::new() }
+        ResponseSpec {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
     /// Adds a header.
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {

@@ -176,7 +176,8 @@ pub mod __private {
         }
 
         fn on_request(&self, req: &wit::Request, conn: &wit::Connection) -> Decision {
-            self.0.on_request(&Request::wit(req), &Connection::wit(conn))
+            self.0
+                .on_request(&Request::wit(req), &Connection::wit(conn))
         }
 
         fn on_response(
@@ -185,8 +186,11 @@ pub mod __private {
             resp: &wit::Response,
             conn: &wit::Connection,
         ) -> Decision {
-            self.0
-                .on_response(&Request::wit(req), &Response::wit(resp), &Connection::wit(conn))
+            self.0.on_response(
+                &Request::wit(req),
+                &Response::wit(resp),
+                &Connection::wit(conn),
+            )
         }
     }
 }

@@ -69,7 +69,8 @@ impl TestRequest {
     }
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_ascii_lowercase(), value.to_string()));
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_string()));
         self
     }
     /// Sets the query.
@@ -108,7 +109,10 @@ impl TestRequest {
         to_headers(&self.headers)
     }
     pub(crate) fn path_param_(&self, name: &str) -> Option<String> {
-        self.path_params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        self.path_params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
     }
     pub(crate) fn api(&self) -> String {
         self.api.clone()
@@ -130,11 +134,15 @@ pub struct TestResponse {
 impl TestResponse {
     /// A response with `status`.
     pub fn new(status: u16) -> Self {
-        TestResponse { status, headers: Vec::new() }
+        TestResponse {
+            status,
+            headers: Vec::new(),
+        }
     }
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_ascii_lowercase(), value.to_string()));
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_string()));
         self
     }
     pub(crate) fn status(&self) -> u16 {
@@ -242,13 +250,26 @@ impl Accessors for TestResponse {
 }
 
 fn first(headers: &[(String, String)], name: &str) -> Option<String> {
-    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
 }
 fn all(headers: &[(String, String)], name: &str) -> Vec<String> {
-    headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).collect()
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+        .collect()
 }
 fn to_headers(headers: &[(String, String)]) -> Vec<Header> {
-    headers.iter().map(|(n, v)| Header { name: n.clone(), value: v.clone() }).collect()
+    headers
+        .iter()
+        .map(|(n, v)| Header {
+            name: n.clone(),
+            value: v.clone(),
+        })
+        .collect()
 }
 
 #[derive(Default)]
@@ -280,7 +301,11 @@ pub fn on_request<P: Policy>(policy: &P, req: &TestRequest) -> Decision {
 }
 
 /// Calls `on_request` with the given connection.
-pub fn on_request_with<P: Policy>(policy: &P, req: &TestRequest, conn: &TestConnection) -> Decision {
+pub fn on_request_with<P: Policy>(
+    policy: &P,
+    req: &TestRequest,
+    conn: &TestConnection,
+) -> Decision {
     policy.on_request(&Request::from_test(req), &Connection::from_test(conn))
 }
 
@@ -326,7 +351,12 @@ pub fn set_now_millis(ms: u64) {
 
 /// Clears variables, logs, traces and expression values on this thread.
 pub fn reset() {
-    STATE.with(|s| *s.borrow_mut() = State { now_millis: 1_700_000_000_000, ..State::default() });
+    STATE.with(|s| {
+        *s.borrow_mut() = State {
+            now_millis: 1_700_000_000_000,
+            ..State::default()
+        }
+    });
 }
 
 /// An expression in native tests: compiles anything that is not empty and
@@ -343,7 +373,10 @@ impl TestExpression {
     pub(crate) fn evaluate(&self) -> Result<Value, String> {
         STATE.with(|s| {
             s.borrow().expressions.get(&self.0).cloned().ok_or_else(|| {
-                format!("testkit: no value set for expression `{}` (use testkit::set_expression_value)", self.0)
+                format!(
+                    "testkit: no value set for expression `{}` (use testkit::set_expression_value)",
+                    self.0
+                )
             })
         })
     }
@@ -358,7 +391,11 @@ pub mod host {
     use crate::host::LogLevel;
 
     pub fn log(level: LogLevel, message: &str) {
-        STATE.with(|s| s.borrow_mut().logs.push((format!("{level:?}").to_lowercase(), message.into())));
+        STATE.with(|s| {
+            s.borrow_mut()
+                .logs
+                .push((format!("{level:?}").to_lowercase(), message.into()))
+        });
     }
     pub fn trace_enabled() -> bool {
         true

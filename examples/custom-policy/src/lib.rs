@@ -31,8 +31,12 @@ impl Policy for ApiKey {
                 variables::set("api_key.index", &i.to_string());
                 Decision::proceed()
             }
-            None => Decision::deny(Fault::new(401, "policy.api-key.invalid", "Invalid API key",
-                format!("send a valid key in `{}`", self.0.header))),
+            None => Decision::deny(Fault::new(
+                401,
+                "policy.api-key.invalid",
+                "Invalid API key",
+                format!("send a valid key in `{}`", self.0.header),
+            )),
         }
     }
 }
@@ -47,12 +51,24 @@ mod tests {
     #[test]
     fn accepts_listed_key_and_refuses_others() {
         let p: ApiKey = testkit::build(r#"{"keys":["k1","k2"]}"#).unwrap();
-        assert!(testkit::on_request(&p, &TestRequest::get("/").header("x-api-key", "k2")).is_continue());
-        assert_eq!(testkit::variables_snapshot().get("api_key.index").map(String::as_str), Some("1"));
+        assert!(
+            testkit::on_request(&p, &TestRequest::get("/").header("x-api-key", "k2")).is_continue()
+        );
+        assert_eq!(
+            testkit::variables_snapshot()
+                .get("api_key.index")
+                .map(String::as_str),
+            Some("1")
+        );
         match testkit::on_request(&p, &TestRequest::get("/")) {
-            Decision::Deny(f) => assert_eq!((f.status, f.code.as_str()), (401, "policy.api-key.invalid")),
+            Decision::Deny(f) => {
+                assert_eq!((f.status, f.code.as_str()), (401, "policy.api-key.invalid"))
+            }
             other => panic!("{other:?}"),
         }
-        assert_eq!(testkit::build::<ApiKey>(r#"{"keys":[]}"#).err().unwrap(), "keys: list at least one key");
+        assert_eq!(
+            testkit::build::<ApiKey>(r#"{"keys":[]}"#).err().unwrap(),
+            "keys: list at least one key"
+        );
     }
 }

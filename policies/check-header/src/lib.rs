@@ -46,7 +46,10 @@ impl Policy for CheckHeader {
         if name.is_empty() {
             return Err("name: must not be empty".into());
         }
-        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
             return Err(format!("name: `{}` is not a valid header name", c.name));
         }
         if !(400..=599).contains(&c.failed_check_httpcode) {
@@ -90,7 +93,10 @@ impl Policy for CheckHeader {
         if allowed {
             Decision::proceed()
         } else {
-            self.refuse("value", format!("header `{}` has a value that is not allowed", self.name))
+            self.refuse(
+                "value",
+                format!("header `{}` has a value that is not allowed", self.name),
+            )
         }
     }
 }
@@ -123,7 +129,9 @@ mod tests {
     #[test]
     fn presence_check() {
         let p: CheckHeader = testkit::build(r#"{"name":"X-Tenant"}"#).unwrap();
-        assert!(testkit::on_request(&p, &TestRequest::get("/").header("x-tenant", "a")).is_continue());
+        assert!(
+            testkit::on_request(&p, &TestRequest::get("/").header("x-tenant", "a")).is_continue()
+        );
         let f = refused(testkit::on_request(&p, &TestRequest::get("/")));
         assert_eq!(f.status, 400);
         assert_eq!(f.code, "policy.check-header.missing");
@@ -135,33 +143,55 @@ mod tests {
         let p: CheckHeader =
             testkit::build(r#"{"name":"x-env","values":["Prod","Test"],"failed_check_httpcode":403,"failed_check_error_message":"bad env"}"#)
                 .unwrap();
-        assert!(testkit::on_request(&p, &TestRequest::get("/").header("x-env", "Prod")).is_continue());
-        let f = refused(testkit::on_request(&p, &TestRequest::get("/").header("x-env", "prod")));
-        assert_eq!((f.status, f.code.as_str(), f.detail.as_str()), (403, "policy.check-header.value", "bad env"));
+        assert!(
+            testkit::on_request(&p, &TestRequest::get("/").header("x-env", "Prod")).is_continue()
+        );
+        let f = refused(testkit::on_request(
+            &p,
+            &TestRequest::get("/").header("x-env", "prod"),
+        ));
+        assert_eq!(
+            (f.status, f.code.as_str(), f.detail.as_str()),
+            (403, "policy.check-header.value", "bad env")
+        );
 
         let p: CheckHeader =
             testkit::build(r#"{"name":"x-env","values":["Prod"],"ignore_case":true}"#).unwrap();
-        assert!(testkit::on_request(&p, &TestRequest::get("/").header("x-env", "pROD")).is_continue());
+        assert!(
+            testkit::on_request(&p, &TestRequest::get("/").header("x-env", "pROD")).is_continue()
+        );
     }
 
     #[test]
     fn any_of_several_values_passes() {
         let p: CheckHeader = testkit::build(r#"{"name":"x-env","values":["b"]}"#).unwrap();
-        let req = TestRequest::get("/").header("x-env", "a").header("x-env", "b");
+        let req = TestRequest::get("/")
+            .header("x-env", "a")
+            .header("x-env", "b");
         assert!(testkit::on_request(&p, &req).is_continue());
     }
 
     #[test]
     fn bad_config_names_the_key() {
-        let e = testkit::build::<CheckHeader>(r#"{"name":""}"#).err().unwrap();
+        let e = testkit::build::<CheckHeader>(r#"{"name":""}"#)
+            .err()
+            .unwrap();
         assert_eq!(e, "name: must not be empty");
-        let e = testkit::build::<CheckHeader>(r#"{"name":"a","failed_check_httpcode":200}"#).err().unwrap();
+        let e = testkit::build::<CheckHeader>(r#"{"name":"a","failed_check_httpcode":200}"#)
+            .err()
+            .unwrap();
         assert!(e.starts_with("failed_check_httpcode:"), "{e}");
-        let e = testkit::build::<CheckHeader>(r#"{"name":"a","failed_check_httpcode":"x"}"#).err().unwrap();
+        let e = testkit::build::<CheckHeader>(r#"{"name":"a","failed_check_httpcode":"x"}"#)
+            .err()
+            .unwrap();
         assert!(e.starts_with("failed_check_httpcode:"), "{e}");
-        let e = testkit::build::<CheckHeader>(r#"{"name":"a","nmae":"b"}"#).err().unwrap();
+        let e = testkit::build::<CheckHeader>(r#"{"name":"a","nmae":"b"}"#)
+            .err()
+            .unwrap();
         assert!(e.contains("unknown field `nmae`"), "{e}");
-        let e = testkit::build::<CheckHeader>(r#"{"name":"bad header"}"#).err().unwrap();
+        let e = testkit::build::<CheckHeader>(r#"{"name":"bad header"}"#)
+            .err()
+            .unwrap();
         assert!(e.contains("not a valid header name"), "{e}");
     }
 }

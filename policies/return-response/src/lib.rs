@@ -37,13 +37,18 @@ impl Policy for ReturnResponse {
 
     fn new(c: Config) -> Result<Self, String> {
         if !(100..=599).contains(&c.status_code) || (100..200).contains(&c.status_code) {
-            return Err(format!("status_code: {} is not a final HTTP status (200..=599)", c.status_code));
+            return Err(format!(
+                "status_code: {} is not a final HTTP status (200..=599)",
+                c.status_code
+            ));
         }
         let mut headers = Vec::with_capacity(c.headers.len());
         for (name, value) in c.headers {
             let lower = name.to_ascii_lowercase();
             if lower.is_empty()
-                || !lower.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+                || !lower
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
             {
                 return Err(format!("headers: `{name}` is not a valid header name"));
             }
@@ -56,7 +61,11 @@ impl Policy for ReturnResponse {
             headers.push(Header::new(lower, value));
         }
         Ok(ReturnResponse {
-            response: ResponseSpec { status: c.status_code, headers, body: c.body.into_bytes() },
+            response: ResponseSpec {
+                status: c.status_code,
+                headers,
+                body: c.body.into_bytes(),
+            },
         })
     }
 
@@ -85,18 +94,26 @@ mod tests {
         assert_eq!(
             testkit::on_request(&p, &TestRequest::get("/")),
             Decision::respond(
-                ResponseSpec::new(418).with_header("content-type", "text/plain").with_body("short and stout")
+                ResponseSpec::new(418)
+                    .with_header("content-type", "text/plain")
+                    .with_body("short and stout")
             )
         );
     }
 
     #[test]
     fn bad_config() {
-        let e = testkit::build::<ReturnResponse>(r#"{"status_code":99}"#).err().unwrap();
+        let e = testkit::build::<ReturnResponse>(r#"{"status_code":99}"#)
+            .err()
+            .unwrap();
         assert!(e.starts_with("status_code: 99"), "{e}");
-        let e = testkit::build::<ReturnResponse>(r#"{"headers":{"content-length":"1"}}"#).err().unwrap();
+        let e = testkit::build::<ReturnResponse>(r#"{"headers":{"content-length":"1"}}"#)
+            .err()
+            .unwrap();
         assert_eq!(e, "headers: `content-length` is set by the gateway");
-        let e = testkit::build::<ReturnResponse>(r#"{"status":200}"#).err().unwrap();
+        let e = testkit::build::<ReturnResponse>(r#"{"status":200}"#)
+            .err()
+            .unwrap();
         assert!(e.contains("unknown field `status`"), "{e}");
     }
 }

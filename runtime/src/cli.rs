@@ -1,0 +1,139 @@
+//! The command line: `gatehouse run`, `gatehouse check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Gatehouse: an API gateway whose policies are WebAssembly components.
+#[derive(Parser, Debug)]
+#[command(name = "gatehouse", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway. Without -c, runs the embedded quickstart config.
+    Run {
+        /// The config file.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Load and validate a config, construct every policy, and print the
+    /// effective chain of every API and operation. Exits 1 on any problem.
+    Check {
+        /// The config file. Without it, checks the embedded quickstart.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs the CLI.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(config),
+        Command::Run { config } => run(config),
+    }
+}
+
+fn check(config: Option<PathBuf>) -> ExitCode {
+    init_logging();
+    match crate::gateway::load(config.as_deref()) {
+        Ok((gw, source)) => {
+            println!("{}: ok", source.file);
+            for (api, op, [inbound, outbound, on_error]) in gw.effective_chains() {
+                let scope = match op {
+                    Some(op) => format!("{api} / {op}"),
+                    None => api,
+                };
+                println!("  {scope}");
+                println!("    inbound:  {}", show(&inbound));
+                println!("    outbound: {}", show(&outbound));
+                println!("    on_error: {}", show(&on_error));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            eprintln!(
+                "{} problem{} found",
+                errors.0.len(),
+                if errors.0.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn show(v: &[String]) -> String {
+    if v.is_empty() {
+        "(none)".into()
+    } else {
+        v.join(" -> ")
+    }
+}
+
+fn run(config: Option<PathBuf>) -> ExitCode {
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let (gw, source) = match crate::gateway::load(config.as_deref()) {
+            Ok(g) => g,
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("error: {e}");
+                }
+                eprintln!(
+                    "not started: {} problem{} in the config",
+                    errors.0.len(),
+                    if errors.0.len() == 1 { "" } else { "s" }
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        let running = match gw.start().await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(config = %source.file, "gatehouse is running; Ctrl-C stops it");
+        if source.file.starts_with('<') {
+            for (name, addr) in &running.addresses {
+                println!("quickstart listener `{name}` on http://{addr}");
+                println!("  try:  curl -i http://{addr}/hello -H 'x-tenant: acme'");
+                println!("  and:  curl -i http://{addr}/hello        (refused: problem+json)");
+            }
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+        running.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,364 @@
+//! The config schema. Every key is documented here and in
+//! `docs/CONFIG.md`; unknown keys are errors.
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The whole config file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the gateway accepts connections.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// Named upstreams that APIs forward to.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// Values substituted for `{{name}}` in policy config.
+    #[serde(default)]
+    pub named_values: BTreeMap<String, NamedValue>,
+    /// The global policy chains, run for every API (where an API's chain
+    /// says `base`, or has no chain of its own).
+    #[serde(default)]
+    pub policies: Chains,
+    /// The APIs.
+    #[serde(default)]
+    pub apis: Vec<Api>,
+    /// Policies loaded from `.wasm` files, by the name chains use.
+    #[serde(default)]
+    pub custom_policies: BTreeMap<String, CustomPolicy>,
+    /// Protocol limits and timeouts for downstream connections.
+    #[serde(default)]
+    pub limits: Limits,
+    /// How policy components run.
+    #[serde(default)]
+    pub policy_runtime: PolicyRuntime,
+}
+
+/// A listening socket.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// A name for logs and messages.
+    pub name: String,
+    /// `IP:port` to bind, e.g. `127.0.0.1:8443` or `[::1]:8443`.
+    pub address: String,
+    /// TLS settings; absent means plain HTTP (HTTP/1.1 and h2c prior
+    /// knowledge).
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+/// TLS on a listener: one entry per group of host names (chosen by SNI).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// The hosts served; the first whose names match the SNI is used, and
+    /// the first host is the default when the client sends no SNI.
+    pub hosts: Vec<TlsHost>,
+}
+
+/// Certificates for a group of host names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsHost {
+    /// Exact names (`api.test.com`) or one-level wildcards (`*.test.com`).
+    pub names: Vec<String>,
+    /// PEM certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// ALPN protocols offered, in preference order. Default `[h2, http/1.1]`.
+    #[serde(default)]
+    pub alpn: Option<Vec<String>>,
+}
+
+/// An upstream service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `http://host:port[/prefix]`, `https://host:port[/prefix]`, or
+    /// `builtin:echo` (a responder inside the gateway that echoes the
+    /// request as JSON; for demos and tests).
+    pub url: String,
+    /// TLS to the upstream (for `https://`).
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+    /// Connect timeout in milliseconds. Default 5000.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Time allowed for the upstream's response head, in milliseconds.
+    /// Default 30000.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+    /// Idle keep-alive connections kept per upstream. Default 64.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_connections: usize,
+    /// Idle connections are closed after this many milliseconds. Default 90000.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+}
+
+fn default_connect_timeout() -> u64 {
+    5_000
+}
+fn default_request_timeout() -> u64 {
+    30_000
+}
+fn default_max_idle() -> usize {
+    64
+}
+fn default_idle_timeout() -> u64 {
+    90_000
+}
+
+/// TLS settings for an upstream.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// The name to send as SNI and verify the certificate against. Default:
+    /// the URL's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM bundle of CAs to trust. Default: the system's roots.
+    #[serde(default)]
+    pub truststore: Option<PathBuf>,
+}
+
+/// A named value: exactly one of `value`, `env`, `file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedValue {
+    /// A literal value.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// The name of an environment variable.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// A file whose contents (trailing newline removed) are the value.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// A secret never appears in logs, traces or error messages.
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// A custom policy component.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomPolicy {
+    /// Path of the `.wasm` component (relative to the config file).
+    pub wasm: PathBuf,
+}
+
+/// An API: requests for its hosts under its path prefix.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Unique name.
+    pub name: String,
+    /// Host names (exact or `*.suffix`) this API answers for; empty = any.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Path prefix, matched on whole segments (`/orders` matches
+    /// `/orders` and `/orders/1`, not `/ordersx`). Default `/`.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// The upstream's name (a key of `upstreams`).
+    pub upstream: String,
+    /// Remove the API's path prefix before forwarding. Default false.
+    #[serde(default)]
+    pub strip_path: bool,
+    /// The API's chains.
+    #[serde(default)]
+    pub policies: Option<Chains>,
+    /// Operations; when present, a request must match one of them.
+    #[serde(default)]
+    pub operations: Vec<Operation>,
+}
+
+fn default_path() -> String {
+    "/".into()
+}
+
+/// An operation of an API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    /// Unique name within the API.
+    pub name: String,
+    /// HTTP method, or `*` for any. Default `*`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Full path template: literal segments, `{name}` for one segment,
+    /// `{*name}` (last only) for the rest of the path.
+    pub path: String,
+    /// The operation's chains.
+    #[serde(default)]
+    pub policies: Option<Chains>,
+}
+
+fn default_method() -> String {
+    "*".into()
+}
+
+/// The policy chains of one scope. A section that is absent inherits the
+/// enclosing scope's chain unchanged (as if it were `[base]`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Chains {
+    /// Run on the request, before the upstream.
+    #[serde(default)]
+    pub inbound: Option<Vec<ChainEntry>>,
+    /// Run on the upstream's response.
+    #[serde(default)]
+    pub outbound: Option<Vec<ChainEntry>>,
+    /// Run on the fault when anything fails or refuses.
+    #[serde(default)]
+    pub on_error: Option<Vec<ChainEntry>>,
+}
+
+/// One entry of a chain: `base`, or `policy-name: {config}`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChainEntry {
+    /// Where the enclosing scope's chain runs.
+    Base,
+    /// A policy with its config.
+    Policy {
+        /// The policy's name (built-in or a key of `custom_policies`).
+        name: String,
+        /// Its config, as JSON.
+        config: serde_json::Value,
+    },
+}
+
+impl<'de> Deserialize<'de> for ChainEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde_yaml_ng::Value;
+        let v = Value::deserialize(d)?;
+        match v {
+            Value::String(s) if s == "base" => Ok(ChainEntry::Base),
+            Value::String(s) => Ok(ChainEntry::Policy {
+                name: s,
+                config: serde_json::json!({}),
+            }),
+            Value::Mapping(m) if m.len() == 1 => {
+                let (k, v) = m
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| de::Error::custom("empty mapping"))?;
+                let name = match k {
+                    Value::String(s) => s,
+                    other => {
+                        return Err(de::Error::custom(format!(
+                            "a policy name must be a string, found {other:?}"
+                        )))
+                    }
+                };
+                let config = match v {
+                    Value::Null => serde_json::json!({}),
+                    other => serde_json::to_value(other).map_err(|e| {
+                        de::Error::custom(format!(
+                            "{name}: config cannot be represented as JSON: {e}"
+                        ))
+                    })?,
+                };
+                Ok(ChainEntry::Policy { name, config })
+            }
+            _ => Err(de::Error::custom(
+                "expected `base`, a policy name, or a one-key mapping `policy-name: {config}`",
+            )),
+        }
+    }
+}
+
+/// Downstream limits and timeouts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request head (request line and headers) in bytes; larger
+    /// requests get `431`. Default 16384.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_request_header_bytes: usize,
+    /// Most request headers; more get `431`. Default 100.
+    #[serde(default = "default_max_headers")]
+    pub max_request_headers: usize,
+    /// Time allowed to receive a request head, in milliseconds. Default 10000.
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// Time allowed for a TLS handshake, in milliseconds. Default 10000.
+    #[serde(default = "default_header_timeout")]
+    pub tls_handshake_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_header_bytes: default_max_header_bytes(),
+            max_request_headers: default_max_headers(),
+            header_read_timeout_ms: default_header_timeout(),
+            tls_handshake_timeout_ms: default_header_timeout(),
+        }
+    }
+}
+
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_header_timeout() -> u64 {
+    10_000
+}
+
+/// How policy components run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRuntime {
+    /// Longest a single policy call may run, in milliseconds; past it the
+    /// call is interrupted and the request gets `500 policy.timeout`.
+    /// Default 100.
+    #[serde(default = "default_deadline")]
+    pub call_deadline_ms: u64,
+    /// Linear memory cap per policy instance, in MiB. Default 64.
+    #[serde(default = "default_memory")]
+    pub memory_limit_mib: u64,
+    /// Constructed instances kept ready per (policy, config). Default 16.
+    #[serde(default = "default_pool")]
+    pub instances_per_policy: usize,
+    /// Instances that may exist at once across all policies. Default 1000.
+    #[serde(default = "default_total")]
+    pub max_instances: u32,
+    /// Directory for compiled components (AOT, keyed by content hash).
+    /// Default `$XDG_CACHE_HOME/gatehouse` or `~/.cache/gatehouse`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for PolicyRuntime {
+    fn default() -> Self {
+        PolicyRuntime {
+            call_deadline_ms: default_deadline(),
+            memory_limit_mib: default_memory(),
+            instances_per_policy: default_pool(),
+            max_instances: default_total(),
+            cache_dir: None,
+        }
+    }
+}
+
+fn default_deadline() -> u64 {
+    100
+}
+fn default_memory() -> u64 {
+    64
+}
+fn default_pool() -> usize {
+    16
+}
+fn default_total() -> u32 {
+    1000
+}

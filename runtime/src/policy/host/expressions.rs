@@ -1,0 +1,240 @@
+//! `expressions`: CEL, compiled once per policy instance and evaluated per
+//! request against the exchange in the store.
+//!
+//! The variables an expression can read (see `docs/EXPRESSIONS.md`):
+//!
+//! | variable | fields |
+//! |---|---|
+//! | `request` | `method`, `scheme`, `host`, `path`, `query`, `headers` (map, lower-case names, repeated values joined by `, `), `ip`, `id` |
+//! | `connection` | `client_ip`, `client_port`, `sni`, `alpn`, `tls_version` |
+//! | `client_cert` | `null`, or `subject`, `issuer`, `common_name`, `serial`, `thumbprint_sha1`, `thumbprint_sha256`, `not_before`, `not_after`, `dns_names`, `uris`, `ip_addresses`, `emails`, `verified` |
+//! | `response` | `status`, `headers` (outbound and on-error only) |
+//! | `vars` | context variables, map of strings |
+//! | `route` | `api`, `operation`, `params` (map) |
+//!
+//! Only the variables an expression mentions are built for it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use cel::{Context, Env, Program, Value as Cel};
+use http::HeaderMap;
+use wasmtime::component::Resource;
+
+use super::{Exchange, ExpressionHandle, HostState};
+use crate::policy::bindings::gatehouse::policy::expressions::{Host, HostExpression, Value};
+
+/// A compiled expression and the variables it reads.
+pub struct Compiled {
+    program: Program,
+    source: String,
+    uses: Uses,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Uses {
+    request: bool,
+    connection: bool,
+    client_cert: bool,
+    response: bool,
+    vars: bool,
+    route: bool,
+}
+
+fn env() -> &'static Arc<Env> {
+    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Env::stdlib();
+        // The strings extension (lowerAscii, replace, split, ...) is part of
+        // the documented language; if it ever failed to register, the
+        // standard library alone still works.
+        let _ = env.add_extension(cel::extensions::strings);
+        Arc::new(env)
+    })
+}
+
+/// Compiles a CEL expression.
+///
+/// # Errors
+///
+/// The parser's message, with line and column.
+pub fn compile(source: &str) -> Result<Compiled, String> {
+    if source.trim().is_empty() {
+        return Err("the expression is empty".into());
+    }
+    let program = env().compile(source).map_err(|e| e.to_string())?;
+    let refs = program.references();
+    let uses = Uses {
+        request: refs.has_variable("request"),
+        connection: refs.has_variable("connection"),
+        client_cert: refs.has_variable("client_cert"),
+        response: refs.has_variable("response"),
+        vars: refs.has_variable("vars"),
+        route: refs.has_variable("route"),
+    };
+    Ok(Compiled {
+        program,
+        source: source.to_string(),
+        uses,
+    })
+}
+
+fn headers_map(h: &HeaderMap) -> Cel {
+    let mut m: HashMap<String, String> = HashMap::with_capacity(h.keys_len());
+    for (name, value) in h {
+        let v = String::from_utf8_lossy(value.as_bytes());
+        m.entry(name.as_str().to_string())
+            .and_modify(|e| {
+                e.push_str(", ");
+                e.push_str(&v);
+            })
+            .or_insert_with(|| v.into_owned());
+    }
+    m.into()
+}
+
+fn opt(s: Option<&str>) -> Cel {
+    s.map(|s| Cel::from(s)).unwrap_or(Cel::Null)
+}
+
+/// Evaluates `c` against an exchange.
+///
+/// # Errors
+///
+/// CEL's message (an absent key, a type mismatch, ...).
+pub fn evaluate(c: &Compiled, ex: &Exchange) -> Result<Cel, String> {
+    let mut ctx = Context::with_env(env().clone());
+    if c.uses.request {
+        let r = &ex.request;
+        let mut m: HashMap<&str, Cel> = HashMap::with_capacity(8);
+        m.insert("method", r.method.as_str().into());
+        m.insert("scheme", ex.conn.scheme().into());
+        m.insert("host", crate::proxy::headers::authority(r).into());
+        m.insert("path", r.uri.path().into());
+        m.insert("query", r.uri.query().unwrap_or("").into());
+        m.insert("headers", headers_map(&r.headers));
+        m.insert("ip", ex.conn.client.ip().to_string().into());
+        m.insert("id", ex.request_id.as_str().into());
+        ctx.add_variable_from_value("request", m);
+    }
+    if c.uses.connection {
+        let t = ex.conn.tls.as_ref();
+        let mut m: HashMap<&str, Cel> = HashMap::with_capacity(5);
+        m.insert("client_ip", ex.conn.client.ip().to_string().into());
+        m.insert("client_port", Cel::Int(i64::from(ex.conn.client.port())));
+        m.insert("sni", opt(t.and_then(|t| t.sni.as_deref())));
+        m.insert("alpn", opt(t.and_then(|t| t.alpn.as_deref())));
+        m.insert("tls_version", opt(t.map(|t| t.version)));
+        ctx.add_variable_from_value("connection", m);
+    }
+    if c.uses.client_cert {
+        let cert = ex.conn.tls.as_ref().and_then(|t| t.client_cert.as_ref());
+        let v = match cert {
+            None => Cel::Null,
+            Some(c) => {
+                let mut m: HashMap<&str, Cel> = HashMap::with_capacity(13);
+                m.insert("subject", c.subject.as_str().into());
+                m.insert("issuer", c.issuer.as_str().into());
+                m.insert("common_name", opt(c.common_name.as_deref()));
+                m.insert("serial", c.serial.as_str().into());
+                m.insert("thumbprint_sha1", c.thumbprint_sha1.as_str().into());
+                m.insert("thumbprint_sha256", c.thumbprint_sha256.as_str().into());
+                m.insert("not_before", Cel::Int(c.not_before));
+                m.insert("not_after", Cel::Int(c.not_after));
+                m.insert("dns_names", c.dns_names.clone().into());
+                m.insert("uris", c.uris.clone().into());
+                m.insert("ip_addresses", c.ip_addresses.clone().into());
+                m.insert("emails", c.emails.clone().into());
+                m.insert("verified", Cel::Bool(c.verified));
+                m.into()
+            }
+        };
+        ctx.add_variable_from_value("client_cert", v);
+    }
+    if c.uses.response {
+        let v = match &ex.response {
+            None => Cel::Null,
+            Some(r) => {
+                let mut m: HashMap<&str, Cel> = HashMap::with_capacity(2);
+                m.insert("status", Cel::Int(i64::from(r.status.as_u16())));
+                m.insert("headers", headers_map(&r.headers));
+                m.into()
+            }
+        };
+        ctx.add_variable_from_value("response", v);
+    }
+    if c.uses.vars {
+        let m: HashMap<String, String> = ex
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        ctx.add_variable_from_value("vars", m);
+    }
+    if c.uses.route {
+        let mut m: HashMap<&str, Cel> = HashMap::with_capacity(3);
+        m.insert("api", (*ex.route.api).into());
+        m.insert("operation", opt(ex.route.operation.as_deref()));
+        let params: HashMap<String, String> = ex
+            .route
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        m.insert("params", params.into());
+        ctx.add_variable_from_value("route", m);
+    }
+    c.program.execute(&ctx).map_err(|e| e.to_string())
+}
+
+/// Converts a CEL value to the WIT `value`.
+pub fn to_wit(v: Cel) -> Value {
+    match v {
+        Cel::Null => Value::Null,
+        Cel::Bool(b) => Value::Boolean(b),
+        Cel::Int(i) => Value::Integer(i),
+        Cel::UInt(u) => Value::Unsigned(u),
+        Cel::Float(f) => Value::Float(f),
+        Cel::String(s) => Value::Text(s.to_string()),
+        Cel::Bytes(b) => Value::Bytes(b.to_vec()),
+        other => match other.json() {
+            Ok(j) => Value::Json(j.to_string()),
+            Err(_) => Value::Text(format!("{other:?}")),
+        },
+    }
+}
+
+impl Host for HostState {}
+
+impl HostExpression for HostState {
+    fn compile(&mut self, source: String) -> Result<Resource<ExpressionHandle>, String> {
+        let compiled = compile(&source)?;
+        let index = self.expressions.len();
+        self.expressions.push(Some(Arc::new(compiled)));
+        Ok(Resource::new_own(index as u32))
+    }
+
+    fn evaluate(&mut self, this: Resource<ExpressionHandle>) -> Result<Value, String> {
+        let Some(Some(c)) = self.expressions.get(this.rep() as usize) else {
+            return Err("unknown expression handle".into());
+        };
+        let Some(ex) = self.exchange.as_deref() else {
+            return Err("expressions can only be evaluated while handling a request".into());
+        };
+        evaluate(c, ex).map(to_wit)
+    }
+
+    fn source(&mut self, this: Resource<ExpressionHandle>) -> String {
+        match self.expressions.get(this.rep() as usize) {
+            Some(Some(c)) => c.source.clone(),
+            _ => String::new(),
+        }
+    }
+
+    fn drop(&mut self, this: Resource<ExpressionHandle>) -> wasmtime::Result<()> {
+        if let Some(slot) = self.expressions.get_mut(this.rep() as usize) {
+            *slot = None;
+        }
+        Ok(())
+    }
+}

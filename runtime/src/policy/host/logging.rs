@@ -1,0 +1,68 @@
+//! `host`: logging, traces, clocks and the request id.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::HostState;
+use crate::policy::bindings::gatehouse::policy::host::{Host, LogLevel};
+
+fn monotonic_origin() -> std::time::Instant {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(std::time::Instant::now)
+}
+
+impl Host for HostState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        let policy = &*self.policy;
+        let request_id = self
+            .exchange
+            .as_deref()
+            .map(|e| e.request_id.as_str())
+            .unwrap_or("");
+        match level {
+            LogLevel::Trace => {
+                tracing::trace!(target: "gatehouse::policy", policy, request_id, "{message}")
+            }
+            LogLevel::Debug => {
+                tracing::debug!(target: "gatehouse::policy", policy, request_id, "{message}")
+            }
+            LogLevel::Info => {
+                tracing::info!(target: "gatehouse::policy", policy, request_id, "{message}")
+            }
+            LogLevel::Warn => {
+                tracing::warn!(target: "gatehouse::policy", policy, request_id, "{message}")
+            }
+            LogLevel::Error => {
+                tracing::error!(target: "gatehouse::policy", policy, request_id, "{message}")
+            }
+        }
+    }
+
+    fn trace_enabled(&mut self) -> bool {
+        self.exchange.as_deref().is_some_and(|e| e.trace.is_some())
+    }
+
+    fn trace(&mut self, message: String) {
+        let policy = self.policy.clone();
+        if let Some(e) = self.exchange.as_deref_mut() {
+            e.trace(&policy, || message);
+        }
+    }
+
+    fn now_millis(&mut self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    fn monotonic_nanos(&mut self) -> u64 {
+        monotonic_origin().elapsed().as_nanos() as u64
+    }
+
+    fn request_id(&mut self) -> String {
+        self.exchange
+            .as_deref()
+            .map(|e| e.request_id.clone())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,167 @@
+//! `types.request`, `types.response` and `types.connection`: accessors over
+//! the [`Exchange`](super::Exchange) in the store. Only what a policy asks
+//! for crosses into the component.
+
+use http::HeaderMap;
+use wasmtime::component::Resource;
+
+use super::{ConnectionView, HostState, RequestView, ResponseView};
+use crate::policy::bindings::gatehouse::policy::types::{
+    ClientCertificate, Header, Host, HostConnection, HostRequest, HostResponse,
+};
+
+fn value_string(v: &http::HeaderValue) -> String {
+    match v.to_str() {
+        Ok(s) => s.to_string(),
+        Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+    }
+}
+
+fn first(map: &HeaderMap, name: &str) -> Option<String> {
+    map.get(name).map(value_string)
+}
+
+fn all(map: &HeaderMap, name: &str) -> Vec<String> {
+    map.get_all(name).iter().map(value_string).collect()
+}
+
+fn every(map: &HeaderMap) -> Vec<Header> {
+    map.iter()
+        .map(|(n, v)| Header {
+            name: n.as_str().to_string(),
+            value: value_string(v),
+        })
+        .collect()
+}
+
+impl Host for HostState {}
+
+impl HostState {
+    fn req(&self) -> Option<&http::request::Parts> {
+        self.exchange.as_deref().map(|e| &e.request)
+    }
+    fn resp(&self) -> Option<&http::response::Parts> {
+        self.exchange.as_deref().and_then(|e| e.response.as_ref())
+    }
+    fn conn(&self) -> Option<&crate::proxy::conn::ConnInfo> {
+        self.exchange.as_deref().map(|e| &*e.conn)
+    }
+}
+
+impl HostRequest for HostState {
+    fn method(&mut self, _: Resource<RequestView>) -> String {
+        self.req()
+            .map(|r| r.method.as_str().to_string())
+            .unwrap_or_default()
+    }
+    fn scheme(&mut self, _: Resource<RequestView>) -> String {
+        self.conn()
+            .map(|c| c.scheme().to_string())
+            .unwrap_or_default()
+    }
+    fn authority(&mut self, _: Resource<RequestView>) -> String {
+        self.req()
+            .map(crate::proxy::headers::authority)
+            .unwrap_or_default()
+    }
+    fn path(&mut self, _: Resource<RequestView>) -> String {
+        self.req()
+            .map(|r| r.uri.path().to_string())
+            .unwrap_or_default()
+    }
+    fn query(&mut self, _: Resource<RequestView>) -> Option<String> {
+        self.req().and_then(|r| r.uri.query().map(str::to_string))
+    }
+    fn header(&mut self, _: Resource<RequestView>, name: String) -> Option<String> {
+        self.req()
+            .and_then(|r| first(&r.headers, &name.to_ascii_lowercase()))
+    }
+    fn header_all(&mut self, _: Resource<RequestView>, name: String) -> Vec<String> {
+        self.req()
+            .map(|r| all(&r.headers, &name.to_ascii_lowercase()))
+            .unwrap_or_default()
+    }
+    fn headers(&mut self, _: Resource<RequestView>) -> Vec<Header> {
+        self.req().map(|r| every(&r.headers)).unwrap_or_default()
+    }
+    fn path_param(&mut self, _: Resource<RequestView>, name: String) -> Option<String> {
+        let e = self.exchange.as_deref()?;
+        e.route
+            .params
+            .iter()
+            .find(|(n, _)| **n == *name)
+            .map(|(_, v)| v.clone())
+    }
+    fn api(&mut self, _: Resource<RequestView>) -> String {
+        self.exchange
+            .as_deref()
+            .map(|e| e.route.api.to_string())
+            .unwrap_or_default()
+    }
+    fn operation(&mut self, _: Resource<RequestView>) -> Option<String> {
+        self.exchange
+            .as_deref()
+            .and_then(|e| e.route.operation.as_deref().map(str::to_string))
+    }
+    fn drop(&mut self, _: Resource<RequestView>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl HostResponse for HostState {
+    fn status(&mut self, _: Resource<ResponseView>) -> u16 {
+        self.resp().map(|r| r.status.as_u16()).unwrap_or(0)
+    }
+    fn header(&mut self, _: Resource<ResponseView>, name: String) -> Option<String> {
+        self.resp()
+            .and_then(|r| first(&r.headers, &name.to_ascii_lowercase()))
+    }
+    fn header_all(&mut self, _: Resource<ResponseView>, name: String) -> Vec<String> {
+        self.resp()
+            .map(|r| all(&r.headers, &name.to_ascii_lowercase()))
+            .unwrap_or_default()
+    }
+    fn headers(&mut self, _: Resource<ResponseView>) -> Vec<Header> {
+        self.resp().map(|r| every(&r.headers)).unwrap_or_default()
+    }
+    fn drop(&mut self, _: Resource<ResponseView>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl HostConnection for HostState {
+    fn client_ip(&mut self, _: Resource<ConnectionView>) -> String {
+        self.conn()
+            .map(|c| c.client.ip().to_string())
+            .unwrap_or_default()
+    }
+    fn client_port(&mut self, _: Resource<ConnectionView>) -> u16 {
+        self.conn().map(|c| c.client.port()).unwrap_or(0)
+    }
+    fn sni(&mut self, _: Resource<ConnectionView>) -> Option<String> {
+        self.conn().and_then(|c| c.tls.as_ref()?.sni.clone())
+    }
+    fn alpn(&mut self, _: Resource<ConnectionView>) -> Option<String> {
+        self.conn().and_then(|c| c.tls.as_ref()?.alpn.clone())
+    }
+    fn tls_version(&mut self, _: Resource<ConnectionView>) -> Option<String> {
+        self.conn()
+            .and_then(|c| c.tls.as_ref().map(|t| t.version.to_string()))
+    }
+    fn client_certificate(&mut self, _: Resource<ConnectionView>) -> Option<ClientCertificate> {
+        self.conn()
+            .and_then(|c| c.tls.as_ref()?.client_cert.as_ref().map(|c| c.to_wit()))
+    }
+    fn client_certificate_chain(&mut self, _: Resource<ConnectionView>) -> Vec<Vec<u8>> {
+        self.conn()
+            .and_then(|c| {
+                c.tls
+                    .as_ref()
+                    .map(|t| t.client_chain.iter().map(|d| d.to_vec()).collect())
+            })
+            .unwrap_or_default()
+    }
+    fn drop(&mut self, _: Resource<ConnectionView>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,290 @@
+//! Faults: every refusal the gateway sends is an RFC 9457 problem document
+//! (`application/problem+json`), built here and only here.
+//!
+//! ```json
+//! {"type":"urn:gatehouse:fault:route.not-found","title":"No route",
+//!  "status":404,"detail":"no API serves GET /nope on example.test",
+//!  "code":"route.not-found","request_id":"5f0c6a1e2b9d4c3a"}
+//! ```
+//!
+//! `code` is stable and documented (docs/FAULTS.md lists every code the
+//! gateway itself emits; policies add `policy.<name>.<reason>`). The
+//! request id is also the `x-request-id` response header.
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::StatusCode;
+
+use super::body::{full, Body};
+use crate::policy::PolicyError;
+
+/// A refusal, before it is rendered.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code, e.g. `route.not-found`.
+    pub code: String,
+    /// Fixed summary.
+    pub title: String,
+    /// What happened on this request.
+    pub detail: String,
+    /// Extra headers (e.g. `allow`, `retry-after`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Every code the gateway itself emits, with its status and title.
+pub mod codes {
+    /// No API matches the host and path.
+    pub const ROUTE_NOT_FOUND: &str = "route.not-found";
+    /// The API has operations, none for this method.
+    pub const ROUTE_METHOD_NOT_ALLOWED: &str = "route.method-not-allowed";
+    /// The Host/:authority names a host the TLS connection was not made for.
+    pub const ROUTE_MISDIRECTED: &str = "route.misdirected";
+    /// The request head is larger than `limits.max_request_header_bytes`.
+    pub const REQUEST_HEADERS_TOO_LARGE: &str = "request.headers-too-large";
+    /// The upstream could not be reached or broke the exchange.
+    pub const UPSTREAM_UNREACHABLE: &str = "upstream.unreachable";
+    /// The upstream did not send a response head in time.
+    pub const UPSTREAM_TIMEOUT: &str = "upstream.timeout";
+    /// The TLS handshake with the upstream failed.
+    pub const UPSTREAM_TLS: &str = "upstream.tls";
+    /// A policy call ran past its deadline.
+    pub const POLICY_TIMEOUT: &str = "policy.timeout";
+    /// A policy instance exceeded its memory cap.
+    pub const POLICY_MEMORY: &str = "policy.memory";
+    /// A policy trapped (panic, unreachable, ...).
+    pub const POLICY_TRAP: &str = "policy.trap";
+    /// No policy instance could be created.
+    pub const POLICY_UNAVAILABLE: &str = "policy.unavailable";
+    /// A policy returned something the gateway cannot send (bad status or
+    /// header).
+    pub const POLICY_INVALID_DECISION: &str = "policy.invalid-decision";
+}
+
+impl Fault {
+    /// A fault with no extra headers.
+    pub fn new(status: StatusCode, code: &str, title: &str, detail: impl Into<String>) -> Self {
+        Fault {
+            status,
+            code: code.to_string(),
+            title: title.to_string(),
+            detail: detail.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// 404: no route.
+    pub fn not_found(method: &http::Method, path: &str, host: &str) -> Self {
+        Fault::new(
+            StatusCode::NOT_FOUND,
+            codes::ROUTE_NOT_FOUND,
+            "No route",
+            format!("no API serves {method} {path} on {host}"),
+        )
+    }
+
+    /// 405 with `Allow`.
+    pub fn method_not_allowed(method: &http::Method, path: &str, allow: &[String]) -> Self {
+        let mut f = Fault::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            codes::ROUTE_METHOD_NOT_ALLOWED,
+            "Method not allowed",
+            format!(
+                "{path} does not accept {method}; allowed: {}",
+                allow.join(", ")
+            ),
+        );
+        if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
+            f.headers.push((header::ALLOW, v));
+        }
+        f
+    }
+
+    /// 421: the authority belongs to another TLS host.
+    pub fn misdirected(host: &str, sni: Option<&str>) -> Self {
+        Fault::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            codes::ROUTE_MISDIRECTED,
+            "Misdirected request",
+            format!(
+                "the request is for `{host}` but the TLS connection was made for `{}`; open a new connection for this host",
+                sni.unwrap_or("(no SNI)")
+            ),
+        )
+    }
+
+    /// 431.
+    pub fn headers_too_large(size: usize, limit: usize) -> Self {
+        Fault::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            codes::REQUEST_HEADERS_TOO_LARGE,
+            "Request header fields too large",
+            format!("the request head is {size} bytes; the limit is {limit}"),
+        )
+    }
+
+    /// 502.
+    pub fn bad_gateway(code: &str, detail: impl Into<String>) -> Self {
+        Fault::new(StatusCode::BAD_GATEWAY, code, "Bad gateway", detail)
+    }
+
+    /// 504.
+    pub fn gateway_timeout(upstream: &str, ms: u64) -> Self {
+        Fault::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            codes::UPSTREAM_TIMEOUT,
+            "Gateway timeout",
+            format!("upstream `{upstream}` sent no response within {ms} ms"),
+        )
+    }
+
+    /// 500 (or 503) for a failed policy call.
+    pub fn policy_failed(e: &PolicyError) -> Self {
+        let (status, code, title) = match e {
+            PolicyError::Timeout { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::POLICY_TIMEOUT,
+                "Policy timed out",
+            ),
+            PolicyError::Memory { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::POLICY_MEMORY,
+                "Policy ran out of memory",
+            ),
+            PolicyError::Trap { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::POLICY_TRAP,
+                "Policy failed",
+            ),
+            PolicyError::Unavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::POLICY_UNAVAILABLE,
+                "Policy unavailable",
+            ),
+        };
+        // The detail names the policy, not the trap's internals.
+        let policy = match e {
+            PolicyError::Timeout { policy, .. }
+            | PolicyError::Memory { policy, .. }
+            | PolicyError::Trap { policy, .. }
+            | PolicyError::Unavailable { policy, .. } => policy.clone(),
+        };
+        Fault::new(
+            status,
+            code,
+            title,
+            format!(
+                "policy `{policy}` failed on this request; see the gateway log for the request id"
+            ),
+        )
+    }
+
+    /// 500: a policy returned something unusable.
+    pub fn invalid_decision(policy: &str, why: impl std::fmt::Display) -> Self {
+        Fault::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::POLICY_INVALID_DECISION,
+            "Policy returned an invalid decision",
+            format!("policy `{policy}`: {why}"),
+        )
+    }
+
+    /// From a policy's `deny` decision. An out-of-range status or a bad
+    /// header becomes an invalid-decision fault.
+    pub fn from_policy(policy: &str, f: crate::policy::bindings::Fault) -> Self {
+        let status = match StatusCode::from_u16(f.status) {
+            Ok(s) if s.is_client_error() || s.is_server_error() => s,
+            _ => {
+                return Fault::invalid_decision(
+                    policy,
+                    format!("fault status {} is not 400..=599", f.status),
+                )
+            }
+        };
+        let mut headers = Vec::with_capacity(f.headers.len());
+        for h in f.headers {
+            match (
+                HeaderName::from_bytes(h.name.as_bytes()),
+                HeaderValue::from_str(&h.value),
+            ) {
+                (Ok(n), Ok(v)) => headers.push((n, v)),
+                _ => {
+                    return Fault::invalid_decision(
+                        policy,
+                        format!("fault header `{}` is not valid", h.name),
+                    )
+                }
+            }
+        }
+        Fault {
+            status,
+            code: f.code,
+            title: f.title,
+            detail: f.detail,
+            headers,
+        }
+    }
+
+    /// The problem document.
+    pub fn body(&self, request_id: &str) -> Bytes {
+        let doc = serde_json::json!({
+            "type": format!("urn:gatehouse:fault:{}", self.code),
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+            "code": self.code,
+            "request_id": request_id,
+        });
+        Bytes::from(doc.to_string())
+    }
+
+    /// The complete response.
+    pub fn into_response(self, request_id: &str) -> http::Response<Body> {
+        let body = self.body(request_id);
+        let mut resp = http::Response::new(full(body));
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        for (n, v) in self.headers {
+            h.append(n, v);
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_document_shape() {
+        let f = Fault::not_found(&http::Method::GET, "/x", "a.test");
+        let v: serde_json::Value = serde_json::from_slice(&f.body("rid")).unwrap();
+        assert_eq!(v["status"], 404);
+        assert_eq!(v["code"], "route.not-found");
+        assert_eq!(v["type"], "urn:gatehouse:fault:route.not-found");
+        assert_eq!(v["request_id"], "rid");
+        assert_eq!(v["detail"], "no API serves GET /x on a.test");
+    }
+
+    #[test]
+    fn policy_fault_with_bad_status_is_invalid_decision() {
+        let f = Fault::from_policy(
+            "p",
+            crate::policy::bindings::Fault {
+                status: 200,
+                code: "x".into(),
+                title: "t".into(),
+                detail: "d".into(),
+                headers: vec![],
+            },
+        );
+        assert_eq!(f.code, codes::POLICY_INVALID_DECISION);
+        assert_eq!(f.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

@@ -1,0 +1,135 @@
+//! Header handling shared by the pipeline: the authority of a request,
+//! hop-by-hop headers, `X-Forwarded-*`, and header edits from policies.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// The request's authority: from the URI (HTTP/2 `:authority`, absolute
+/// form) or the `Host` header.
+pub fn authority(r: &http::request::Parts) -> String {
+    if let Some(a) = r.uri.authority() {
+        return a.as_str().to_string();
+    }
+    r.headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The host part of an authority, lower case, without port or brackets.
+pub fn host_of(authority: &str) -> String {
+    let a = authority.trim();
+    let host = if let Some(rest) = a.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        a.rsplit_once(':').map_or(a, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                a
+            }
+        })
+    };
+    host.to_ascii_lowercase()
+}
+
+/// Headers that apply to one connection only (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including those named in `Connection`.
+/// `Upgrade` is removed too: the gateway does not tunnel upgrades.
+pub fn remove_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP.iter() {
+        h.remove(n);
+    }
+    h.remove(header::UPGRADE);
+}
+
+/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto`
+/// and `X-Forwarded-Host`.
+pub fn set_forwarded(
+    h: &mut HeaderMap,
+    client_ip: std::net::IpAddr,
+    proto: &'static str,
+    host: &str,
+) {
+    static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+    let ip = client_ip.to_string();
+    let xff = match h.get(&XFF).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(XFF.clone(), v);
+    }
+    h.insert(XFP.clone(), HeaderValue::from_static(proto));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        if !host.is_empty() {
+            h.insert(XFH.clone(), v);
+        }
+    }
+}
+
+/// The approximate size of a request head: what HTTP/1.1 would send.
+pub fn head_size(r: &http::request::Parts) -> usize {
+    let mut n = r.method.as_str().len() + r.uri.to_string().len() + 12;
+    for (k, v) in &r.headers {
+        n += k.as_str().len() + v.len() + 4;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_strips_port_and_brackets() {
+        assert_eq!(host_of("Test.com:8443"), "test.com");
+        assert_eq!(host_of("test.com"), "test.com");
+        assert_eq!(host_of("[::1]:8443"), "::1");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "close, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "5".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
+        set_forwarded(&mut h, "2.2.2.2".parse().unwrap(), "https", "a.test");
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "a.test");
+    }
+}

@@ -1,0 +1,409 @@
+//! The request pipeline: one function per stage, in the order a request
+//! meets them.
+//!
+//! ```text
+//! limits (431) -> route (404/405) -> SNI/Host binding (421)
+//!   -> inbound chain -> upstream (502/504) -> outbound chain -> client
+//! any fault ------> on-error chain -> problem+json fault
+//! ```
+//!
+//! The request body is never read here: it streams from the client to the
+//! upstream, and the upstream's body streams back, while policies see only
+//! heads.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use super::body::{boxed, full, Body};
+use super::conn::ConnInfo;
+use super::fault::Fault;
+use super::headers;
+use crate::gateway::{Chain, Shared};
+use crate::policy::bindings::{Decision, HeaderEdit, ResponseSpec};
+use crate::policy::{Exchange, PolicyPool, RouteInfo};
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A fresh request id: 16 lower-case hex digits.
+pub fn new_request_id() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+/// Handles one request; never fails (every failure is a fault response).
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let request_id = new_request_id();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut resp = process(&shared, conn, req, request_id.clone(), started).await;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    tracing::info!(
+        target: "gatehouse::access",
+        request_id = %request_id,
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+    );
+    Ok(resp)
+}
+
+/// What the inbound chain decided.
+enum Inbound {
+    /// Go to the upstream.
+    Forward(Box<Exchange>),
+    /// Answer now (return-response).
+    Respond(Response<Body>),
+    /// Refuse.
+    Fail(Box<Exchange>, Fault),
+}
+
+async fn process(
+    shared: &Shared,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+    request_id: String,
+    started: Instant,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let authority = headers::authority(&parts);
+    let host = headers::host_of(&authority);
+    let mut ex = Box::new(Exchange {
+        request: parts,
+        response: None,
+        conn,
+        vars: Default::default(),
+        route: RouteInfo::default(),
+        request_id,
+        started,
+        trace: None,
+    });
+    let global = &shared.global;
+
+    // Limits come first: nothing else should look at an oversized head.
+    let limits = &shared.limits;
+    let size = headers::head_size(&ex.request);
+    if size > limits.max_request_header_bytes
+        || ex.request.headers.len() > limits.max_request_headers
+    {
+        let f = if size > limits.max_request_header_bytes {
+            Fault::headers_too_large(size, limits.max_request_header_bytes)
+        } else {
+            let mut f = Fault::headers_too_large(size, limits.max_request_header_bytes);
+            f.detail = format!(
+                "the request has {} header fields; the limit is {}",
+                ex.request.headers.len(),
+                limits.max_request_headers
+            );
+            f
+        };
+        return fail(global, ex, f);
+    }
+
+    // The authority must belong to the TLS host the connection was made
+    // for: a client reusing an HTTP/2 connection for another host would
+    // otherwise bypass that host's TLS settings.
+    if let Some(tls) = &ex.conn.tls {
+        if let Some(Some(listener)) = shared.tls.get(ex.conn.listener) {
+            if !host.is_empty() && !listener.host_serves(tls.host_index, &host) {
+                let f = Fault::misdirected(&host, tls.sni.as_deref());
+                return fail(global, ex, f);
+            }
+        }
+    }
+
+    let routed = shared
+        .router
+        .route(&host, &ex.request.method, ex.request.uri.path());
+    let (api, op, params) = match routed {
+        super::route::Routed::Found {
+            api,
+            operation,
+            params,
+        } => (api, operation, params),
+        super::route::Routed::MethodNotAllowed { api, allow } => {
+            ex.route.api = api.name.clone();
+            let f = Fault::method_not_allowed(&ex.request.method, ex.request.uri.path(), &allow);
+            return fail(&api.data.chain, ex, f);
+        }
+        super::route::Routed::NotFound => {
+            let f = Fault::not_found(&ex.request.method, ex.request.uri.path(), &host);
+            return fail(global, ex, f);
+        }
+    };
+    ex.route = RouteInfo {
+        api: api.name.clone(),
+        operation: op.map(|o| o.name.clone()),
+        params,
+    };
+    let chain: &Chain = match op {
+        Some(o) => &o.data.chain,
+        None => &api.data.chain,
+    };
+
+    let ex = match run_inbound(chain, ex) {
+        Inbound::Forward(ex) => ex,
+        Inbound::Respond(r) => return r,
+        Inbound::Fail(ex, f) => return fail(chain, ex, f),
+    };
+
+    // Build the upstream request. The exchange keeps the request head only
+    // if a later chain can read it.
+    let upstream = &api.data.upstream;
+    let keep_head = !chain.outbound.is_empty() || !chain.on_error.is_empty();
+    let mut ex = ex;
+    let up_parts = if keep_head {
+        clone_head(&ex.request)
+    } else {
+        std::mem::replace(&mut ex.request, Request::new(()).into_parts().0)
+    };
+    let path = ex_path(
+        &up_parts,
+        api.data.strip_prefix.then_some(api.prefix.as_str()),
+    );
+    let uri = match upstream.uri_for(&path, up_parts.uri.query()) {
+        Ok(u) => u,
+        Err(f) => return fail(chain, ex, f),
+    };
+    let mut up_req = Request::from_parts(up_parts, boxed(body));
+    *up_req.uri_mut() = uri;
+    *up_req.version_mut() = Version::HTTP_11;
+    {
+        let h = up_req.headers_mut();
+        headers::remove_hop_by_hop(h);
+        h.remove(http::header::HOST);
+        headers::set_forwarded(h, ex.conn.client.ip(), ex.conn.scheme(), &authority);
+        if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
+            h.insert(X_REQUEST_ID.clone(), v);
+        }
+    }
+
+    let resp = match upstream.send(up_req).await {
+        Ok(r) => r,
+        Err(f) => {
+            tracing::warn!(request_id = %ex.request_id, upstream = %upstream.name, "{}", f.detail);
+            return fail(chain, ex, f);
+        }
+    };
+    let (mut rparts, rbody) = resp.into_parts();
+    headers::remove_hop_by_hop(&mut rparts.headers);
+    if chain.outbound.is_empty() {
+        return Response::from_parts(rparts, rbody);
+    }
+    ex.response = Some(rparts);
+    match run_response_chain(&chain.outbound, ex) {
+        Outbound::Continue(mut ex) => match ex.response.take() {
+            Some(p) => Response::from_parts(p, rbody),
+            None => {
+                Fault::invalid_decision("outbound", "response lost").into_response(&ex.request_id)
+            }
+        },
+        Outbound::Respond(r) => r,
+        Outbound::Fail(ex, f) => fail(chain, ex, f),
+    }
+}
+
+fn clone_head(p: &http::request::Parts) -> http::request::Parts {
+    let mut r = Request::new(());
+    *r.method_mut() = p.method.clone();
+    *r.uri_mut() = p.uri.clone();
+    *r.version_mut() = p.version;
+    *r.headers_mut() = p.headers.clone();
+    r.into_parts().0
+}
+
+/// The path to send upstream: with the API's prefix removed when it strips.
+fn ex_path(p: &http::request::Parts, strip: Option<&str>) -> String {
+    let path = p.uri.path();
+    match strip {
+        Some(prefix) if !prefix.is_empty() => {
+            let rest = &path[prefix.len().min(path.len())..];
+            if rest.is_empty() {
+                "/".to_string()
+            } else {
+                rest.to_string()
+            }
+        }
+        _ => path.to_string(),
+    }
+}
+
+fn run_inbound(chain: &Chain, mut ex: Box<Exchange>) -> Inbound {
+    for pool in chain.inbound.iter().filter(|p| p.on_request_enabled()) {
+        let (back, result) = pool.on_request(ex);
+        ex = back;
+        match result {
+            Err(e) => return Inbound::Fail(ex, Fault::policy_failed(&e)),
+            Ok(Decision::Continue(edits)) => {
+                if let Err(f) = apply_edits(&mut ex.request.headers, edits, pool) {
+                    return Inbound::Fail(ex, f);
+                }
+            }
+            Ok(Decision::Respond(spec)) => {
+                return match response_from_spec(spec, pool) {
+                    Ok(r) => Inbound::Respond(r),
+                    Err(f) => Inbound::Fail(ex, f),
+                }
+            }
+            Ok(Decision::Deny(f)) => return Inbound::Fail(ex, Fault::from_policy(pool.name(), f)),
+        }
+    }
+    Inbound::Forward(ex)
+}
+
+enum Outbound {
+    Continue(Box<Exchange>),
+    Respond(Response<Body>),
+    Fail(Box<Exchange>, Fault),
+}
+
+/// Runs `on-response` of each policy over `ex.response`.
+fn run_response_chain(policies: &[Arc<PolicyPool>], mut ex: Box<Exchange>) -> Outbound {
+    for pool in policies.iter().filter(|p| p.on_response_enabled()) {
+        let (back, result) = pool.on_response(ex);
+        ex = back;
+        match result {
+            Err(e) => return Outbound::Fail(ex, Fault::policy_failed(&e)),
+            Ok(Decision::Continue(edits)) => {
+                let Some(resp) = ex.response.as_mut() else {
+                    break;
+                };
+                if let Err(f) = apply_edits(&mut resp.headers, edits, pool) {
+                    return Outbound::Fail(ex, f);
+                }
+            }
+            Ok(Decision::Respond(spec)) => {
+                return match response_from_spec(spec, pool) {
+                    Ok(r) => Outbound::Respond(r),
+                    Err(f) => Outbound::Fail(ex, f),
+                }
+            }
+            Ok(Decision::Deny(f)) => return Outbound::Fail(ex, Fault::from_policy(pool.name(), f)),
+        }
+    }
+    Outbound::Continue(ex)
+}
+
+/// Sends a fault through the scope's on-error chain. The chain sees the
+/// fault as the response: it may edit its headers, or replace it (with a
+/// response or another fault); a failure inside the on-error chain is
+/// logged and the original fault is sent.
+fn fail(chain: &Chain, mut ex: Box<Exchange>, fault: Fault) -> Response<Body> {
+    let request_id = ex.request_id.clone();
+    if chain.on_error.is_empty() {
+        return fault.into_response(&request_id);
+    }
+    let (parts, body) = fault.clone().into_response(&request_id).into_parts();
+    ex.response = Some(parts);
+    ex.vars.insert("error.code".into(), fault.code.clone());
+    ex.vars
+        .insert("error.status".into(), fault.status.as_u16().to_string());
+    match run_response_chain(&chain.on_error, ex) {
+        Outbound::Continue(mut ex) => match ex.response.take() {
+            Some(p) => Response::from_parts(p, body),
+            None => fault.into_response(&request_id),
+        },
+        Outbound::Respond(r) => r,
+        Outbound::Fail(_, f)
+            if f.code.starts_with("policy.") && !is_gateway_policy_code(&f.code) =>
+        {
+            // A policy in the on-error chain chose another fault.
+            f.into_response(&request_id)
+        }
+        Outbound::Fail(_, f) => {
+            tracing::warn!(request_id = %request_id, "on-error chain failed: {}", f.detail);
+            fault.into_response(&request_id)
+        }
+    }
+}
+
+/// Codes the gateway uses for policy *failures* (as opposed to refusals a
+/// policy chose).
+fn is_gateway_policy_code(code: &str) -> bool {
+    use super::fault::codes::*;
+    [
+        POLICY_TIMEOUT,
+        POLICY_MEMORY,
+        POLICY_TRAP,
+        POLICY_UNAVAILABLE,
+        POLICY_INVALID_DECISION,
+    ]
+    .contains(&code)
+}
+
+fn apply_edits(
+    h: &mut http::HeaderMap,
+    edits: Vec<HeaderEdit>,
+    pool: &PolicyPool,
+) -> Result<(), Fault> {
+    for e in edits {
+        match e {
+            HeaderEdit::Set(hd) | HeaderEdit::Append(hd) if hd.name.is_empty() => {
+                return Err(Fault::invalid_decision(pool.name(), "empty header name"))
+            }
+            HeaderEdit::Set(hd) => {
+                let (n, v) = header_pair(&hd.name, &hd.value, pool)?;
+                h.insert(n, v);
+            }
+            HeaderEdit::Append(hd) => {
+                let (n, v) = header_pair(&hd.name, &hd.value, pool)?;
+                h.append(n, v);
+            }
+            HeaderEdit::Remove(name) => {
+                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                    h.remove(n);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn header_pair(
+    name: &str,
+    value: &str,
+    pool: &PolicyPool,
+) -> Result<(HeaderName, HeaderValue), Fault> {
+    let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        Fault::invalid_decision(pool.name(), format!("`{name}` is not a valid header name"))
+    })?;
+    let v = HeaderValue::from_str(value).map_err(|_| {
+        Fault::invalid_decision(
+            pool.name(),
+            format!("the value of `{name}` is not a valid header value"),
+        )
+    })?;
+    Ok((n, v))
+}
+
+fn response_from_spec(spec: ResponseSpec, pool: &PolicyPool) -> Result<Response<Body>, Fault> {
+    let status = StatusCode::from_u16(spec.status)
+        .ok()
+        .filter(|s| !s.is_informational())
+        .ok_or_else(|| {
+            Fault::invalid_decision(
+                pool.name(),
+                format!("status {} cannot be sent", spec.status),
+            )
+        })?;
+    let mut resp = Response::new(full(spec.body));
+    *resp.status_mut() = status;
+    for hd in spec.headers {
+        let (n, v) = header_pair(&hd.name, &hd.value, pool)?;
+        resp.headers_mut().append(n, v);
+    }
+    headers::remove_hop_by_hop(resp.headers_mut());
+    resp.headers_mut().remove(http::header::CONTENT_LENGTH);
+    Ok(resp)
+}

@@ -1,0 +1,172 @@
+//! Listeners: accept loop, TLS handshake with per-SNI host selection, and
+//! HTTP/1.1 + HTTP/2 (ALPN, or h2c prior knowledge on plain listeners).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::LazyConfigAcceptor;
+
+use super::conn::{ConnInfo, TlsInfo};
+use crate::gateway::Shared;
+use crate::tls::certinfo::CertInfo;
+use crate::tls::server::TlsListener;
+
+/// A bound listener, ready to serve.
+pub struct BoundListener {
+    /// Its name in the config.
+    pub name: String,
+    /// Its index in the config.
+    pub index: usize,
+    /// The socket.
+    pub listener: TcpListener,
+    /// TLS hosts, if TLS.
+    pub tls: Option<Arc<TlsListener>>,
+}
+
+impl BoundListener {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(bl: BoundListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let local = match bl.listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(listener = %bl.name, "no local address: {e}");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            a = bl.listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, client) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(listener = %bl.name, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let tls = bl.tls.clone();
+        let index = bl.index;
+        tokio::spawn(async move {
+            connection(stream, client, local, index, tls, shared).await;
+        });
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    client: SocketAddr,
+    local: SocketAddr,
+    listener: usize,
+    tls: Option<Arc<TlsListener>>,
+    shared: Arc<Shared>,
+) {
+    let limits = &shared.limits;
+    let Some(tls) = tls else {
+        let conn = Arc::new(ConnInfo {
+            client,
+            local,
+            listener,
+            tls: None,
+        });
+        serve_http(TokioIo::new(stream), conn, shared).await;
+        return;
+    };
+    let handshake = Duration::from_millis(limits.tls_handshake_timeout_ms.max(1));
+    let accepted = tokio::time::timeout(handshake, async {
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+        let hello = start.client_hello();
+        let sni = hello.server_name().map(str::to_string);
+        let (host_index, host) = tls.select(&hello);
+        let config = host.config.clone();
+        let stream = start.into_stream(config).await?;
+        Ok::<_, std::io::Error>((stream, sni, host_index))
+    })
+    .await;
+    let (stream, sni, host_index) = match accepted {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%client, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%client, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (_, session) = stream.get_ref();
+    let alpn = session
+        .alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let version = match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "unknown",
+    };
+    let client_chain: Vec<_> = session
+        .peer_certificates()
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
+    let client_cert = client_chain
+        .first()
+        .and_then(|leaf| CertInfo::parse(leaf.as_ref(), true, None).ok());
+    let info = TlsInfo {
+        sni,
+        alpn,
+        version,
+        host_index,
+        client_chain,
+        client_cert,
+    };
+    let conn = Arc::new(ConnInfo {
+        client,
+        local,
+        listener,
+        tls: Some(info),
+    });
+    serve_http(TokioIo::new(stream), conn, shared).await;
+}
+
+async fn serve_http<I>(io: TokioIo<I>, conn: Arc<ConnInfo>, shared: Arc<Shared>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = &shared.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's own limits are a hard cap at twice the configured ones; the
+    // pipeline enforces the configured limits with a problem+json 431.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms.max(1)))
+        .max_buf_size((limits.max_request_header_bytes.saturating_mul(2)).max(8192))
+        .max_headers(limits.max_request_headers.saturating_mul(2).max(16));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(
+            u32::try_from(limits.max_request_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
+        );
+    let svc_shared = shared.clone();
+    let service =
+        service_fn(move |req| super::pipeline::handle(svc_shared.clone(), conn.clone(), req));
+    if let Err(e) = builder.serve_connection(io, service).await {
+        tracing::debug!("connection ended: {e}");
+    }
+}

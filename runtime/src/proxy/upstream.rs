@@ -1,0 +1,241 @@
+//! Upstreams: pooled keep-alive clients (hyper-util) over TCP or rustls,
+//! and the built-in echo responder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
+
+use super::body::{boxed, Body};
+use super::fault::{codes, Fault};
+use crate::config::{self, ConfigError, Source};
+
+/// Where an upstream sends requests.
+pub enum Target {
+    /// A real HTTP(S) server.
+    Http {
+        /// The pooled client.
+        client: Client<HttpsConnector<HttpConnector>, Body>,
+        /// `http` or `https`.
+        scheme: Scheme,
+        /// `host:port`.
+        authority: Authority,
+        /// Path prefix from the URL, without a trailing slash.
+        base_path: String,
+    },
+    /// The built-in echo responder.
+    Echo,
+}
+
+/// A configured upstream.
+pub struct Upstream {
+    /// Its name in the config.
+    pub name: Arc<str>,
+    /// Where requests go.
+    pub target: Target,
+    /// Time allowed for the response head.
+    pub request_timeout: Duration,
+}
+
+impl Upstream {
+    /// Builds an upstream from config; problems go to `errors`.
+    pub fn build(
+        name: &str,
+        c: &config::Upstream,
+        source: &Source,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Upstream> {
+        let path = format!("upstreams.{name}");
+        let request_timeout = Duration::from_millis(c.request_timeout_ms.max(1));
+        if c.url == "builtin:echo" {
+            return Some(Upstream {
+                name: Arc::from(name),
+                target: Target::Echo,
+                request_timeout,
+            });
+        }
+        let uri: Uri = match c.url.parse() {
+            Ok(u) => u,
+            Err(e) => {
+                errors.push(ConfigError::new(
+                    source,
+                    format!("{path}.url"),
+                    format!("`{}` is not a URL: {e}", c.url),
+                ));
+                return None;
+            }
+        };
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::HTTP,
+            Some("https") => Scheme::HTTPS,
+            _ => {
+                errors.push(ConfigError::new(
+                    source,
+                    format!("{path}.url"),
+                    format!("`{}`: use http://, https:// or builtin:echo", c.url),
+                ));
+                return None;
+            }
+        };
+        let Some(authority) = uri.authority().cloned() else {
+            errors.push(ConfigError::new(
+                source,
+                format!("{path}.url"),
+                format!("`{}` has no host", c.url),
+            ));
+            return None;
+        };
+        if uri.query().is_some() {
+            errors.push(ConfigError::new(
+                source,
+                format!("{path}.url"),
+                "a query string is not allowed here",
+            ));
+        }
+        if c.tls.is_some() && scheme == Scheme::HTTP {
+            errors.push(ConfigError::new(
+                source,
+                format!("{path}.tls"),
+                "`tls` needs an https:// url",
+            ));
+        }
+        let base_path = uri.path().trim_end_matches('/').to_string();
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_millis(c.connect_timeout_ms.max(1))));
+        let tls = crate::tls::client::build(c.tls.as_ref(), source, &path, errors)?;
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http();
+        let builder = match c.tls.as_ref().and_then(|t| t.server_name.as_ref()) {
+            Some(sn) => match ServerName::try_from(sn.clone()) {
+                Ok(n) => builder.with_server_name_resolver(FixedServerNameResolver::new(n)),
+                Err(e) => {
+                    errors.push(ConfigError::new(
+                        source,
+                        format!("{path}.tls.server_name"),
+                        format!("`{sn}`: {e}"),
+                    ));
+                    return None;
+                }
+            },
+            None => builder,
+        };
+        let connector = builder.enable_http1().wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_millis(c.idle_timeout_ms))
+            .pool_max_idle_per_host(c.max_idle_connections)
+            .build(connector);
+        Some(Upstream {
+            name: Arc::from(name),
+            target: Target::Http {
+                client,
+                scheme,
+                authority,
+                base_path,
+            },
+            request_timeout,
+        })
+    }
+
+    /// The URI to send for a request path (already stripped if the API
+    /// strips its prefix) and query.
+    pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, Fault> {
+        let Target::Http {
+            scheme,
+            authority,
+            base_path,
+            ..
+        } = &self.target
+        else {
+            let pq = match query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_string(),
+            };
+            return pq.parse().map_err(|e| {
+                Fault::bad_gateway(codes::UPSTREAM_UNREACHABLE, format!("bad path: {e}"))
+            });
+        };
+        let mut pq =
+            String::with_capacity(base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+        pq.push_str(base_path);
+        pq.push_str(path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| {
+                Fault::bad_gateway(
+                    codes::UPSTREAM_UNREACHABLE,
+                    format!("cannot build the upstream URI: {e}"),
+                )
+            })
+    }
+
+    /// Sends a request and waits for the response head.
+    ///
+    /// # Errors
+    ///
+    /// A `502` fault saying why the upstream failed, or a `504` on timeout.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, Fault> {
+        match &self.target {
+            Target::Echo => Ok(super::echo::respond(req).await),
+            Target::Http { client, .. } => {
+                match tokio::time::timeout(self.request_timeout, client.request(req)).await {
+                    Err(_) => Err(Fault::gateway_timeout(
+                        &self.name,
+                        self.request_timeout.as_millis() as u64,
+                    )),
+                    Ok(Ok(resp)) => Ok(resp.map(boxed)),
+                    Ok(Err(e)) => Err(self.explain(&e)),
+                }
+            }
+        }
+    }
+
+    fn explain(&self, e: &hyper_util::client::legacy::Error) -> Fault {
+        let mut tls: Option<String> = None;
+        let mut chain = Vec::new();
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(s) = src {
+            if let Some(r) = s.downcast_ref::<rustls::Error>() {
+                tls = Some(r.to_string());
+            }
+            let text = s.to_string();
+            if chain.last() != Some(&text) {
+                chain.push(text);
+            }
+            src = s.source();
+        }
+        let detail = chain.join(": ");
+        match tls {
+            Some(t) => Fault::bad_gateway(
+                codes::UPSTREAM_TLS,
+                format!("TLS handshake with upstream `{}` failed: {t}", self.name),
+            ),
+            None if e.is_connect() => Fault::bad_gateway(
+                codes::UPSTREAM_UNREACHABLE,
+                format!("cannot connect to upstream `{}`: {detail}", self.name),
+            ),
+            None => Fault::bad_gateway(
+                codes::UPSTREAM_UNREACHABLE,
+                format!("upstream `{}` failed: {detail}", self.name),
+            ),
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! TLS: downstream listeners (a server config per host, chosen by SNI) and
+//! upstream client configs. PEM loading reports the file and the cause.
+//!
+//! - [`pem`]: reading certificate chains, keys and CA bundles.
+//! - [`server`]: per-listener host table and SNI selection.
+//! - [`client`]: TLS client configs for upstreams.
+//! - [`certinfo`]: client-certificate fields for policies and expressions.
+
+pub mod certinfo;
+pub mod client;
+pub mod pem;
+pub mod server;
+
+/// The crypto provider used everywhere (ring).
+pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Whether `name` (lower case) matches `pattern`: exact, or `*.suffix`
+/// matching exactly one more label.
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    if let Some(suffix) = pattern.strip_prefix("*.") {
+        match name.split_once('.') {
+            Some((label, rest)) => !label.is_empty() && rest.eq_ignore_ascii_case(suffix),
+            None => false,
+        }
+    } else {
+        pattern.eq_ignore_ascii_case(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_matches;
+
+    #[test]
+    fn wildcards_match_one_label() {
+        assert!(name_matches("test.com", "TEST.com"));
+        assert!(name_matches("*.test.com", "a.test.com"));
+        assert!(!name_matches("*.test.com", "a.b.test.com"));
+        assert!(!name_matches("*.test.com", "test.com"));
+        assert!(!name_matches("*.test.com", ".test.com"));
+    }
+}
