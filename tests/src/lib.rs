@@ -1,1 +1,118 @@
+//! The end-to-end test harness: a real gateway on loopback ports, real
+//! upstream servers, real TLS clients, certificates made on the spot.
+//!
+//! - [`Pki`]: a CA and certificates (rcgen), written as PEM files.
+//! - [`Gw`]: a gateway started from YAML text (listeners on port 0).
+//! - [`upstream`]: HTTP and HTTPS upstream servers with pluggable handlers,
+//!   including a JSON echo.
+//! - [`Client`]: HTTP/1.1 and HTTP/2 clients (plain or TLS).
 
+pub mod client;
+pub mod pki;
+pub mod upstream;
+
+pub use client::{Client, Reply};
+pub use pki::Pki;
+
+use std::path::{Path, PathBuf};
+
+/// The example custom policy (`examples/custom-policy`), built for tests.
+pub fn api_key_wasm() -> &'static str {
+    env!("GATEHOUSE_TEST_API_KEY_WASM")
+}
+
+/// The misbehaving fixture policy (`tests/guests/misbehave`).
+pub fn misbehave_wasm() -> &'static str {
+    env!("GATEHOUSE_TEST_MISBEHAVE_WASM")
+}
+
+/// A temporary directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh directory under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "gatehouse-test-{tag}-{}-{:x}",
+            std::process::id(),
+            rand_u64()
+        ));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    /// Writes a file in it and returns the path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, contents).expect("write temp file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+/// A running gateway and the directory its config lives in.
+pub struct Gw {
+    /// The running gateway.
+    pub running: gatehouse::Running,
+    /// Its config directory (certificates, yaml).
+    pub dir: TempDir,
+}
+
+impl Gw {
+    /// Writes `yaml` to `dir/gateway.yaml`, builds and starts the gateway.
+    /// Panics with every config problem if the config is refused.
+    pub async fn start(dir: TempDir, yaml: &str) -> Gw {
+        let path = dir.write("gateway.yaml", yaml);
+        let (config, source) = match gatehouse::config::load(&path) {
+            Ok(c) => c,
+            Err(e) => panic!("config refused: {e}"),
+        };
+        let gw = match gatehouse::Gateway::build(&config, &source) {
+            Ok(g) => g,
+            Err(e) => panic!("config refused:\n{e}"),
+        };
+        let running = gw.start().await.expect("gateway starts");
+        Gw { running, dir }
+    }
+
+    /// Like [`Gw::start`], but returns the problems instead of panicking.
+    pub fn build_errors(dir: &TempDir, yaml: &str) -> Vec<String> {
+        let path = dir.write("gateway.yaml", yaml);
+        let (config, source) = match gatehouse::config::load(&path) {
+            Ok(c) => c,
+            Err(e) => return vec![e.to_string()],
+        };
+        match gatehouse::Gateway::build(&config, &source) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    /// `http://ADDR` or `https://ADDR` of the listener called `name`
+    /// (scheme chosen by the caller).
+    pub fn addr(&self, name: &str) -> std::net::SocketAddr {
+        self.running
+            .address(name)
+            .unwrap_or_else(|| panic!("no listener `{name}`"))
+    }
+}

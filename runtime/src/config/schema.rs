@@ -329,7 +329,7 @@ pub struct PolicyRuntime {
     /// Constructed instances kept ready per (policy, config). Default 16.
     #[serde(default = "default_pool")]
     pub instances_per_policy: usize,
-    /// Instances that may exist at once across all policies. Default 1000.
+    /// Instances that may exist at once across all policies. Default 256.
     #[serde(default = "default_total")]
     pub max_instances: u32,
     /// Directory for compiled components (AOT, keyed by content hash).
@@ -360,5 +360,5 @@ fn default_pool() -> usize {
     16
 }
 fn default_total() -> u32 {
-    1000
+    256
 }

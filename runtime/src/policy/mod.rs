@@ -118,7 +118,7 @@ impl PolicyRuntime {
         let n = settings.max_instances;
         pool.total_component_instances(n)
             .total_core_instances(n.saturating_mul(4))
-            .total_memories(n.saturating_mul(2))
+            .total_memories(n)
             .total_tables(n.saturating_mul(4))
             .max_memory_size(mem_bytes)
             .linear_memory_keep_resident(1 << 20)

@@ -213,8 +213,8 @@ impl Upstream {
         let mut chain = Vec::new();
         let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(s) = src {
-            if let Some(r) = s.downcast_ref::<rustls::Error>() {
-                tls = Some(r.to_string());
+            if tls.is_none() {
+                tls = find_rustls_error(s).map(|r| explain_tls(r, &self.name));
             }
             let text = s.to_string();
             if chain.last() != Some(&text) {
@@ -238,4 +238,42 @@ impl Upstream {
             ),
         }
     }
+}
+
+/// Says why a TLS handshake with an upstream failed, and what to change.
+fn explain_tls(e: &rustls::Error, upstream: &str) -> String {
+    use rustls::{CertificateError, Error};
+    let hint = match e {
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
+            "; the upstream's certificate is not issued by a CA in upstreams.{upstream}.tls.truststore"
+        ),
+        Error::InvalidCertificate(CertificateError::NotValidForName)
+        | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => format!(
+            "; the certificate does not name the host the gateway asked for (set upstreams.{upstream}.tls.server_name)"
+        ),
+        Error::InvalidCertificate(CertificateError::Expired)
+        | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => "; the upstream's certificate has expired".to_string(),
+        Error::AlertReceived(rustls::AlertDescription::BadCertificate)
+        | Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
+            "; the upstream refused the gateway's client certificate (or wanted one)".to_string()
+        }
+        _ => String::new(),
+    };
+    format!("{e}{hint}")
+}
+
+/// Finds a rustls error in an error, looking inside `io::Error`s (which
+/// hide their inner error from `source()`).
+fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return Some(r);
+    }
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        let inner: &(dyn std::error::Error + 'static) = inner;
+        return find_rustls_error(inner);
+    }
+    None
 }

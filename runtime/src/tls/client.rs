@@ -8,7 +8,7 @@ use super::pem;
 use crate::config::{ConfigError, Source, UpstreamTls};
 
 /// Builds the client config of an upstream: its truststore (or the system
-/// roots), ALPN `http/1.1`.
+/// roots).
 pub fn build(
     tls: Option<&UpstreamTls>,
     source: &Source,
@@ -49,7 +49,7 @@ pub fn build(
             return None;
         }
     };
-    let mut config = builder.with_root_certificates(roots).with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // ALPN is left empty: the connector sets it from the enabled protocols.
+    let config = builder.with_root_certificates(roots).with_no_client_auth();
     Some(Arc::new(config))
 }

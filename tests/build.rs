@@ -1,0 +1,35 @@
+//! Builds the guest components the tests load from `.wasm` paths: the
+//! example custom policy and the misbehaving fixture.
+
+use std::path::PathBuf;
+
+fn main() {
+    let manifest =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let workspace = manifest
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .to_path_buf();
+    guest_build::rerun_if_changed(&[
+        workspace.join("examples/custom-policy/src"),
+        workspace.join("examples/custom-policy/Cargo.toml"),
+        workspace.join("tests/guests/misbehave/src"),
+        workspace.join("tests/guests/misbehave/Cargo.toml"),
+        workspace.join("guest-sdk/src"),
+        workspace.join("wit"),
+    ]);
+    let target_dir = guest_build::default_target_dir(&workspace);
+    let built = guest_build::build(
+        &workspace,
+        &target_dir,
+        &["policy-api-key", "policy-misbehave"],
+    );
+    println!(
+        "cargo:rustc-env=GATEHOUSE_TEST_API_KEY_WASM={}",
+        built[0].display()
+    );
+    println!(
+        "cargo:rustc-env=GATEHOUSE_TEST_MISBEHAVE_WASM={}",
+        built[1].display()
+    );
+}

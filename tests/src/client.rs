@@ -1,0 +1,224 @@
+//! Test clients: HTTP/1.1 or HTTP/2, plain or TLS (trusting a test CA),
+//! with an SNI of the test's choosing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+
+/// A complete response.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// Version.
+    pub version: Version,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    /// Asserts a problem+json fault with `status` and `code`, returns it.
+    pub fn assert_fault(&self, status: u16, code: &str) -> serde_json::Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
+        let v = self.json();
+        assert_eq!(v["code"], code, "fault: {v}");
+        assert_eq!(v["status"], status);
+        let rid = self.header("x-request-id").expect("x-request-id header");
+        assert_eq!(v["request_id"], rid);
+        v
+    }
+}
+
+/// A connection-level client: one connection per [`Client::connect`].
+pub struct Client {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// `Some((roots, sni))` for TLS.
+    pub tls: Option<(rustls::RootCertStore, String)>,
+    /// Use HTTP/2 (ALPN h2 on TLS, prior knowledge on plain).
+    pub h2: bool,
+}
+
+/// A sender on one connection.
+pub enum Conn {
+    /// HTTP/1.1.
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    /// HTTP/2.
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Client {
+    /// Plain HTTP/1.1.
+    pub fn plain(addr: SocketAddr) -> Client {
+        Client {
+            addr,
+            tls: None,
+            h2: false,
+        }
+    }
+    /// TLS with `sni`, trusting `roots`.
+    pub fn tls(addr: SocketAddr, roots: rustls::RootCertStore, sni: &str, h2: bool) -> Client {
+        Client {
+            addr,
+            tls: Some((roots, sni.to_string())),
+            h2,
+        }
+    }
+
+    /// Opens a connection.
+    pub async fn connect(&self) -> Conn {
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .expect("connect to the gateway");
+        tcp.set_nodelay(true).ok();
+        match &self.tls {
+            None => self.handshake(TokioIo::new(tcp)).await,
+            Some((roots, sni)) => {
+                let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .expect("tls versions")
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+                cfg.alpn_protocols = if self.h2 {
+                    vec![b"h2".to_vec()]
+                } else {
+                    vec![b"http/1.1".to_vec()]
+                };
+                let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+                let name = ServerName::try_from(sni.clone()).expect("valid sni");
+                let tls = connector
+                    .connect(name, tcp)
+                    .await
+                    .expect("TLS handshake with the gateway");
+                self.handshake(TokioIo::new(tls)).await
+            }
+        }
+    }
+
+    async fn handshake<I>(&self, io: TokioIo<I>) -> Conn
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        if self.h2 {
+            let (send, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .expect("h2 handshake");
+            tokio::spawn(conn);
+            Conn::H2(send)
+        } else {
+            let (send, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .expect("h1 handshake");
+            tokio::spawn(conn);
+            Conn::H1(send)
+        }
+    }
+
+    /// One request on a new connection.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let mut c = self.connect().await;
+        c.request(method, &self.authority(), path, headers, body)
+            .await
+    }
+
+    /// `GET path` with headers, on a new connection.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request("GET", path, headers, b"").await
+    }
+
+    /// The authority to send: the SNI (with port) for TLS, the address
+    /// otherwise.
+    pub fn authority(&self) -> String {
+        match &self.tls {
+            Some((_, sni)) => format!("{sni}:{}", self.addr.port()),
+            None => self.addr.to_string(),
+        }
+    }
+}
+
+impl Conn {
+    /// Sends a request on this connection. `authority` goes to `Host`
+    /// (HTTP/1.1) or `:authority` (HTTP/2).
+    pub async fn request(
+        &mut self,
+        method: &str,
+        authority: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let h2 = matches!(self, Conn::H2(_));
+        let uri = if h2 {
+            format!("https://{authority}{path}")
+        } else {
+            path.to_string()
+        };
+        let mut b = Request::builder().method(method).uri(uri);
+        if !h2 {
+            b = b.header("host", authority);
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .expect("request");
+        let resp = match self {
+            Conn::H1(s) => {
+                s.ready().await.expect("h1 ready");
+                s.send_request(req).await.expect("h1 response")
+            }
+            Conn::H2(s) => {
+                s.ready().await.expect("h2 ready");
+                s.send_request(req).await.expect("h2 response")
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("response body").to_bytes();
+        Reply {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Upstream servers for tests: real hyper servers on 127.0.0.1:0, plain or
+//! TLS, HTTP/1.1, with a handler closure.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// The body type handlers answer with.
+pub type RespBody = BoxBody<Bytes, std::io::Error>;
+
+/// A handler: request in, response out.
+pub type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<RespBody>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A small in-memory body.
+pub fn full(b: impl Into<Bytes>) -> RespBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A running upstream.
+pub struct Upstream {
+    /// Its address.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a plain HTTP/1.1 upstream.
+pub async fn start(handler: Handler) -> Upstream {
+    start_with(handler, None).await
+}
+
+/// Starts an upstream; TLS when `tls` is given.
+pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let addr = listener.local_addr().expect("upstream addr");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = handler.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let h = handler.clone();
+                    async move { Ok::<_, Infallible>(h(req).await) }
+                });
+                match tls {
+                    None => {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    }
+                    Some(cfg) => {
+                        let Ok(s) = tokio_rustls::TlsAcceptor::from(cfg).accept(stream).await
+                        else {
+                            return;
+                        };
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(s), svc)
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    Upstream { addr, task }
+}
+
+/// An upstream that answers with a JSON echo of the request: method,
+/// path, query, headers (name -> list of values) and the body's length.
+pub async fn echo() -> Upstream {
+    start(echo_handler()).await
+}
+
+/// The echo handler.
+pub fn echo_handler() -> Handler {
+    Arc::new(|req: Request<Incoming>| {
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let mut n = 0usize;
+            let mut body = body;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(d) = frame.data_ref() {
+                    n += d.len();
+                }
+            }
+            let mut headers = serde_json::Map::new();
+            for (k, v) in &parts.headers {
+                let e = headers
+                    .entry(k.as_str().to_string())
+                    .or_insert_with(|| serde_json::json!([]));
+                if let Some(a) = e.as_array_mut() {
+                    a.push(String::from_utf8_lossy(v.as_bytes()).into_owned().into());
+                }
+            }
+            let doc = serde_json::json!({
+                "method": parts.method.as_str(),
+                "path": parts.uri.path(),
+                "query": parts.uri.query(),
+                "headers": headers,
+                "body_bytes": n,
+            });
+            Response::builder()
+                .header("content-type", "application/json")
+                .header("server", "test-upstream")
+                .header("connection", "keep-alive, x-hop")
+                .header("x-hop", "must-not-pass")
+                .body(full(doc.to_string()))
+                .expect("response")
+        })
+    })
+}
+
+/// A TLS server config for an upstream from PEM files.
+pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .expect("cert file")
+        .collect::<Result<_, _>>()
+        .expect("certs");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).expect("key file");
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    Arc::new(cfg)
+}

@@ -1,0 +1,442 @@
+//! The proxy core end to end: TLS, HTTP/1.1 and HTTP/2, routing, streaming,
+//! headers, limits, upstream failures.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gatehouse_tests::{upstream, Client, Gw, Pki, TempDir};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+
+/// A TLS listener for `test.com`/`*.test.com` and a second host entry for
+/// `other.example`, forwarding `/` to `upstream_url`.
+async fn tls_gateway(upstream_url: &str, extra: &str) -> (Gw, Pki) {
+    let dir = TempDir::new("proxy");
+    let pki = Pki::new("Test CA");
+    pki.server(&dir, "server", &["test.com", "*.test.com"]);
+    pki.server(&dir, "other", &["other.example"]);
+    let yaml = format!(
+        r#"
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      hosts:
+        - names: [test.com, "*.test.com"]
+          certificate: server.crt
+          key: server.key
+        - names: [other.example]
+          certificate: other.crt
+          key: other.key
+upstreams:
+  app:
+    url: {upstream_url}
+    request_timeout_ms: 1500
+    connect_timeout_ms: 1000
+apis:
+  - name: app
+    path: /
+    upstream: app
+{extra}
+"#
+    );
+    (Gw::start(dir, &yaml).await, pki)
+}
+
+#[tokio::test]
+async fn http1_over_tls_reaches_the_upstream_with_forwarding_headers() {
+    let up = upstream::echo().await;
+    let (gw, pki) = tls_gateway(&format!("http://{}", up.addr), "").await;
+    let client = Client::tls(gw.addr("tls"), pki.roots(), "api.test.com", false);
+    let r = client
+        .get(
+            "/orders/7?x=1",
+            &[
+                ("x-forwarded-for", "203.0.113.9"),
+                ("connection", "x-drop"),
+                ("x-drop", "1"),
+                ("te", "trailers"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.version, http::Version::HTTP_11);
+    let echo = r.json();
+    assert_eq!(echo["path"], "/orders/7");
+    assert_eq!(echo["query"], "x=1");
+    let h = &echo["headers"];
+    assert_eq!(h["x-forwarded-for"][0], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"][0], "https");
+    assert_eq!(
+        h["x-forwarded-host"][0],
+        format!("api.test.com:{}", gw.addr("tls").port())
+    );
+    assert!(
+        h.get("x-drop").is_none(),
+        "a header named in Connection must not be forwarded: {h}"
+    );
+    assert!(h.get("te").is_none());
+    // The request id is sent upstream and back to the client.
+    let rid = r.header("x-request-id").expect("x-request-id");
+    assert_eq!(rid.len(), 16);
+    assert_eq!(h["x-request-id"][0], rid);
+    // Hop-by-hop headers of the upstream's response do not reach the client.
+    assert!(r.header("x-hop").is_none());
+    assert!(r.header("connection").is_none() || r.header("connection") == Some("keep-alive"));
+    assert_eq!(r.header("server"), Some("test-upstream"));
+}
+
+#[tokio::test]
+async fn http2_over_tls_with_alpn() {
+    let up = upstream::echo().await;
+    let (gw, pki) = tls_gateway(&format!("http://{}", up.addr), "").await;
+    let client = Client::tls(gw.addr("tls"), pki.roots(), "test.com", true);
+    let mut conn = client.connect().await;
+    // Several streams on one connection.
+    for i in 0..3 {
+        let r = conn
+            .request(
+                "POST",
+                &client.authority(),
+                &format!("/h2/{i}"),
+                &[],
+                b"hello",
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.version, http::Version::HTTP_2);
+        let echo = r.json();
+        assert_eq!(echo["path"], format!("/h2/{i}"));
+        assert_eq!(echo["body_bytes"], 5);
+        assert_eq!(echo["method"], "POST");
+    }
+}
+
+#[tokio::test]
+async fn h2_connection_reuse_for_another_tls_host_is_misdirected() {
+    let up = upstream::echo().await;
+    let (gw, pki) = tls_gateway(&format!("http://{}", up.addr), "").await;
+    let client = Client::tls(gw.addr("tls"), pki.roots(), "test.com", true);
+    let mut conn = client.connect().await;
+    let port = gw.addr("tls").port();
+    let ok = conn
+        .request("GET", &format!("a.test.com:{port}"), "/", &[], b"")
+        .await;
+    assert_eq!(ok.status, 200, "a name of the same TLS host is fine");
+    let r = conn
+        .request("GET", &format!("other.example:{port}"), "/", &[], b"")
+        .await;
+    let fault = r.assert_fault(421, "route.misdirected");
+    assert!(
+        fault["detail"].as_str().unwrap().contains("other.example"),
+        "{fault}"
+    );
+}
+
+#[tokio::test]
+async fn sni_selects_the_host_certificate() {
+    let up = upstream::echo().await;
+    let (gw, pki) = tls_gateway(&format!("http://{}", up.addr), "").await;
+    // The client verifies the certificate against the SNI it sends: this
+    // only succeeds if the gateway chose the `other.example` certificate.
+    let r = Client::tls(gw.addr("tls"), pki.roots(), "other.example", false)
+        .get("/", &[])
+        .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn https_upstream_with_its_own_truststore() {
+    let dir = TempDir::new("up-tls");
+    let up_pki = Pki::new("Upstream CA");
+    let issued = up_pki.server(&dir, "orders", &["orders.internal"]);
+    let up = upstream::start_with(
+        upstream::echo_handler(),
+        Some(upstream::tls_config(&issued.cert, &issued.key)),
+    )
+    .await;
+    let ca = up_pki.write_ca(&dir, "orders-ca.crt");
+    let yaml = format!(
+        r#"
+listeners: [{{name: plain, address: "127.0.0.1:0"}}]
+upstreams:
+  orders:
+    url: https://{addr}/base
+    tls: {{server_name: orders.internal, truststore: {ca}}}
+  untrusted:
+    url: https://{addr}
+apis:
+  - {{name: orders, path: /orders, upstream: orders}}
+  - {{name: bad, path: /bad, upstream: untrusted}}
+"#,
+        addr = up.addr,
+        ca = ca.display()
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let client = Client::plain(gw.addr("plain"));
+    let r = client.get("/orders/1", &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["path"], "/base/orders/1");
+    // Without the upstream's CA the handshake fails, and the fault says so.
+    let r = client.get("/bad", &[]).await;
+    let fault = r.assert_fault(502, "upstream.tls");
+    assert!(
+        fault["detail"]
+            .as_str()
+            .unwrap()
+            .contains("TLS handshake with upstream `untrusted` failed"),
+        "{fault}"
+    );
+}
+
+#[tokio::test]
+async fn request_body_streams_to_the_upstream_before_it_is_complete() {
+    // The upstream reports (through a channel) when the first bytes arrive.
+    // The client sends its second half only after that: a gateway that
+    // buffered the whole body would never forward the first half, and the
+    // test would time out instead.
+    let (first_tx, first_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let first_tx = Arc::new(tokio::sync::Mutex::new(Some(first_tx)));
+    let handler: upstream::Handler = Arc::new(move |req: Request<hyper::body::Incoming>| {
+        let first_tx = first_tx.clone();
+        Box::pin(async move {
+            let mut body = req.into_body();
+            let mut n = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(d) = frame.data_ref() {
+                    n += d.len();
+                    if let Some(tx) = first_tx.lock().await.take() {
+                        let _ = tx.send(()).await;
+                    }
+                }
+            }
+            Response::new(upstream::full(format!("{n}")))
+        })
+    });
+    let up = upstream::start(handler).await;
+    let dir = TempDir::new("stream");
+    let yaml = format!(
+        "listeners: [{{name: plain, address: \"127.0.0.1:0\"}}]\nupstreams: {{app: {{url: \"http://{}\"}}}}\napis: [{{name: app, path: /, upstream: app}}]\n",
+        up.addr
+    );
+    let gw = Gw::start(dir, &yaml).await;
+
+    let tcp = tokio::net::TcpStream::connect(gw.addr("plain"))
+        .await
+        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake::<_, http_body_util::StreamBody<_>>(
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(4);
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let req = Request::post("/upload")
+        .header("host", "gw")
+        .body(http_body_util::StreamBody::new(stream))
+        .unwrap();
+    let chunk = Bytes::from(vec![7u8; 1 << 20]);
+    let mut first_rx = first_rx;
+    let sender = tokio::spawn(async move {
+        for _ in 0..8 {
+            tx.send(Ok(hyper::body::Frame::data(chunk.clone())))
+                .await
+                .unwrap();
+        }
+        // Wait until the upstream has seen bytes, then send 24 MiB more.
+        tokio::time::timeout(Duration::from_secs(20), first_rx.recv())
+            .await
+            .expect("upstream saw the first bytes while the client was still sending")
+            .unwrap();
+        for _ in 0..24 {
+            tx.send(Ok(hyper::body::Frame::data(chunk.clone())))
+                .await
+                .unwrap();
+        }
+    });
+    let resp = tokio::time::timeout(Duration::from_secs(60), send.send_request(req))
+        .await
+        .expect("response in time")
+        .unwrap();
+    sender.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, format!("{}", 32usize << 20));
+}
+
+#[tokio::test]
+async fn large_response_body_streams_back() {
+    let handler: upstream::Handler = Arc::new(|_req| {
+        Box::pin(async move {
+            let chunks = futures_util::stream::iter((0..64).map(|_| {
+                Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![1u8; 1 << 20])))
+            }));
+            Response::new(http_body_util::StreamBody::new(chunks).boxed())
+        })
+    });
+    let up = upstream::start(handler).await;
+    let (gw, pki) = tls_gateway(&format!("http://{}", up.addr), "").await;
+    let r = Client::tls(gw.addr("tls"), pki.roots(), "test.com", true)
+        .get("/big", &[])
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 64 << 20);
+}
+
+#[tokio::test]
+async fn oversized_request_heads_get_431() {
+    let up = upstream::echo().await;
+    let dir = TempDir::new("431");
+    let yaml = format!(
+        "listeners: [{{name: plain, address: \"127.0.0.1:0\"}}]\nlimits: {{max_request_header_bytes: 4096, max_request_headers: 20}}\nupstreams: {{app: {{url: \"http://{}\"}}}}\napis: [{{name: app, path: /, upstream: app}}]\n",
+        up.addr
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let client = Client::plain(gw.addr("plain"));
+    let big = "x".repeat(5000);
+    let r = client.get("/", &[("x-big", &big)]).await;
+    let f = r.assert_fault(431, "request.headers-too-large");
+    assert!(
+        f["detail"].as_str().unwrap().contains("limit is 4096"),
+        "{f}"
+    );
+    let names: Vec<String> = (0..25).map(|i| format!("x-h{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    let r = client.get("/", &many).await;
+    let f = r.assert_fault(431, "request.headers-too-large");
+    assert!(
+        f["detail"].as_str().unwrap().contains("the limit is 20"),
+        "{f}"
+    );
+    assert_eq!(client.get("/", &[("x-small", "1")]).await.status, 200);
+}
+
+#[tokio::test]
+async fn routing_404_405_templates_and_strip_path() {
+    let up = upstream::echo().await;
+    let dir = TempDir::new("route");
+    let yaml = format!(
+        r#"
+listeners: [{{name: plain, address: "127.0.0.1:0"}}]
+upstreams: {{app: {{url: "http://{addr}/v1"}}}}
+apis:
+  - name: orders
+    path: /orders
+    upstream: app
+    strip_path: true
+    operations:
+      - {{name: get, method: GET, path: "/orders/{{id}}"}}
+      - {{name: files, method: GET, path: "/orders/{{id}}/files/{{*rest}}"}}
+  - name: hosted
+    hosts: ["*.test.com"]
+    path: /orders
+    upstream: app
+"#,
+        addr = up.addr
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let c = Client::plain(gw.addr("plain"));
+    let r = c.get("/orders/42", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["path"],
+        "/v1/42",
+        "prefix stripped, upstream base path added"
+    );
+    assert_eq!(c.get("/orders/42/files/a/b.txt", &[]).await.status, 200);
+    let r = c.request("DELETE", "/orders/42", &[], b"").await;
+    r.assert_fault(405, "route.method-not-allowed");
+    assert_eq!(r.header("allow"), Some("GET"));
+    c.get("/orders/42/x", &[])
+        .await
+        .assert_fault(404, "route.not-found");
+    c.get("/ordersx", &[])
+        .await
+        .assert_fault(404, "route.not-found");
+    c.get("/", &[]).await.assert_fault(404, "route.not-found");
+    // A host-specific API wins over the any-host one with the same prefix.
+    let mut conn = c.connect().await;
+    let r = conn
+        .request("DELETE", "a.test.com", "/orders/42", &[], b"")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["path"],
+        "/v1/orders/42",
+        "no strip on the hosted API"
+    );
+}
+
+#[tokio::test]
+async fn upstream_failures_are_502_and_504() {
+    // A port with nothing listening.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let slow: upstream::Handler = Arc::new(|_req| {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Response::new(upstream::full("late"))
+        })
+    });
+    let slow = upstream::start(slow).await;
+    let dir = TempDir::new("502");
+    let yaml = format!(
+        r#"
+listeners: [{{name: plain, address: "127.0.0.1:0"}}]
+upstreams:
+  down: {{url: "http://{closed}", connect_timeout_ms: 500}}
+  slow: {{url: "http://{slow}", request_timeout_ms: 300}}
+apis:
+  - {{name: down, path: /down, upstream: down}}
+  - {{name: slow, path: /slow, upstream: slow}}
+"#,
+        slow = slow.addr
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let c = Client::plain(gw.addr("plain"));
+    let f = c
+        .get("/down", &[])
+        .await
+        .assert_fault(502, "upstream.unreachable");
+    assert!(
+        f["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect to upstream `down`"),
+        "{f}"
+    );
+    let f = c
+        .get("/slow", &[])
+        .await
+        .assert_fault(504, "upstream.timeout");
+    assert!(
+        f["detail"].as_str().unwrap().contains("within 300 ms"),
+        "{f}"
+    );
+}
+
+#[tokio::test]
+async fn plain_listener_speaks_h2c_prior_knowledge() {
+    let up = upstream::echo().await;
+    let dir = TempDir::new("h2c");
+    let yaml = format!(
+        "listeners: [{{name: plain, address: \"127.0.0.1:0\"}}]\nupstreams: {{app: {{url: \"http://{}\"}}}}\napis: [{{name: app, path: /, upstream: app}}]\n",
+        up.addr
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let c = gatehouse_tests::Client {
+        addr: gw.addr("plain"),
+        tls: None,
+        h2: true,
+    };
+    let r = c.get("/x", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.version, http::Version::HTTP_2);
+}
