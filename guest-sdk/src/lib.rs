@@ -145,9 +145,14 @@ pub fn parse_config<C: DeserializeOwned>(json: &str) -> Result<C, String> {
     let de = &mut serde_json::Deserializer::from_str(json);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
+        // serde_json ends with " at line L column C" of the JSON the gateway
+        // made from YAML: a position the author never saw.
+        let mut inner = e.into_inner().to_string();
+        if let Some(i) = inner.rfind(" at line ") {
+            inner.truncate(i);
+        }
         if path == "." || path.is_empty() {
-            inner.to_string()
+            inner
         } else {
             format!("{path}: {inner}")
         }

@@ -131,9 +131,32 @@ fn run(config: Option<PathBuf>) -> ExitCode {
                 println!("  and:  curl -i http://{addr}/hello        (refused: problem+json)");
             }
         }
-        let _ = tokio::signal::ctrl_c().await;
+        wait_for_stop().await;
         tracing::info!("shutting down");
         running.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -498,9 +498,11 @@ impl Gateway {
                     }
                 };
                 let prefix = a.path.trim_end_matches('/');
-                if !(prefix.is_empty()
-                    || o.path == prefix
-                    || o.path.starts_with(&format!("{prefix}/")))
+                if a.path.starts_with('/')
+                    && template.is_some()
+                    && !(prefix.is_empty()
+                        || o.path == prefix
+                        || o.path.starts_with(&format!("{prefix}/")))
                 {
                     errors.push(ConfigError::new(
                         source,

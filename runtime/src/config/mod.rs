@@ -163,10 +163,29 @@ pub fn parse(text: &str, source: &Source) -> Result<Config, ConfigError> {
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
         }
+        let mut path = if path == "." { String::new() } else { path };
+        if let Some(p) = path.strip_suffix(".?") {
+            path = p.to_string();
+        }
+        // serde_yaml may start its message with a key path of its own: keep
+        // only ours.
+        let mut prefix = path.as_str();
+        loop {
+            if !prefix.is_empty() {
+                if let Some(rest) = message.strip_prefix(&format!("{prefix}: ")) {
+                    message = rest.to_string();
+                    break;
+                }
+            }
+            match prefix.rfind(['.', '[']) {
+                Some(i) => prefix = &prefix[..i],
+                None => break,
+            }
+        }
         ConfigError {
             file: source.file.clone(),
             location,
-            path: if path == "." { String::new() } else { path },
+            path,
             message,
         }
     })

@@ -47,11 +47,14 @@ pub fn load(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> anyhow::Result<
         return Component::new(engine, wasm).map_err(|e| anyhow::anyhow!("{e:#}"));
     };
     let path = dir.join(format!("{}.cwasm", key(engine, wasm)));
-    if path.is_file() {
-        // SAFETY: the file was written by `precompile_component` of an engine
-        // with the same compatibility hash (it is in the file name), in a
-        // directory the operator trusts like the binary.
-        match unsafe { Component::deserialize_file(engine, &path) } {
+    // The file is read into memory rather than mapped: a cache file that is
+    // replaced or truncated while the gateway runs must not take it down.
+    if let Ok(bytes) = std::fs::read(&path) {
+        // SAFETY: the bytes were written by `precompile_component` of an
+        // engine with the same compatibility hash (it is in the file name),
+        // in a directory the operator trusts like the binary; wasmtime still
+        // checks the header and refuses a mismatched or truncated artifact.
+        match unsafe { Component::deserialize(engine, &bytes) } {
             Ok(c) => return Ok(c),
             Err(e) => tracing::warn!(
                 "ignoring unreadable compiled component {}: {e:#}",

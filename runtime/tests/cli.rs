@@ -1,0 +1,173 @@
+//! The `gatehouse` binary: --help, --version, check and run.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn gatehouse() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    c.env("GATEHOUSE_LOG", "warn");
+    c
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("gatehouse-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn version_and_help() {
+    let out = gatehouse().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("gatehouse {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = gatehouse().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(help.contains("run") && help.contains("check"), "{help}");
+}
+
+#[test]
+fn check_the_embedded_quickstart_shows_effective_chains() {
+    let out = gatehouse().arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("<embedded quickstart>: ok"), "{stdout}");
+    assert!(
+        stdout.contains("inbound:  check-header -> set-header"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_every_problem_and_exits_1() {
+    let dir = temp_dir("check");
+    let cfg = dir.join("bad.yaml");
+    std::fs::write(
+        &cfg,
+        "listeners: [{name: a, address: \"127.0.0.1:0\"}]\nupstreams: {app: {url: \"http://127.0.0.1:9\"}}\napis:\n  - name: x\n    path: /\n    upstream: nope\n    policies:\n      inbound: [{check-header: {}}]\n",
+    )
+    .unwrap();
+    let out = gatehouse()
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = cfg.display().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "error: {file}: apis[0].upstream: unknown upstream `nope` (defined: app)"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "error: {file}: apis[0].policies.inbound[0].check-header: missing field `name`"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 problems found"), "{stderr}");
+}
+
+#[test]
+fn run_with_a_bad_config_starts_nothing() {
+    let dir = temp_dir("run-bad");
+    let port = free_port();
+    let cfg = dir.join("bad.yaml");
+    std::fs::write(
+        &cfg,
+        format!("listeners: [{{name: a, address: \"127.0.0.1:{port}\"}}]\nupstreams: {{app: {{url: \"builtin:echo\"}}}}\napis: [{{name: x, path: /, upstream: app, policies: {{inbound: [nosuch-policy]}}}}]\n"),
+    )
+    .unwrap();
+    let out = gatehouse().args(["run", "-c"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown policy `nosuch-policy`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not started"), "{stderr}");
+    // Nothing was left listening.
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is still free");
+}
+
+#[test]
+fn run_serves_until_stopped() {
+    let dir = temp_dir("run-ok");
+    let port = free_port();
+    let cfg = dir.join("ok.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listeners: [{{name: a, address: \"127.0.0.1:{port}\"}}]\nupstreams: {{app: {{url: \"builtin:echo\"}}}}\napis: [{{name: x, path: /, upstream: app, policies: {{inbound: [{{check-header: {{name: x-tenant}}}}]}}}}]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = gatehouse()
+        .env("GATEHOUSE_LOG", "info")
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stream = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("gateway did not start: {e}");
+            }
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /hello HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(reply.contains("application/problem+json"), "{reply}");
+    let _ = child.kill();
+    let _ = child.wait();
+    // The log line of the refused request carries its request id.
+    let rid = reply
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("x-request-id")
+        .trim()
+        .to_string();
+    let mut log = String::new();
+    if let Some(stderr) = child.stderr.take() {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            log.push_str(&line);
+            log.push('\n');
+        }
+    }
+    assert!(
+        log.contains(&rid),
+        "the access log names the request id {rid}:\n{log}"
+    );
+    assert!(log.contains("status=400"), "{log}");
+}
