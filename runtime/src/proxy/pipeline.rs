@@ -60,7 +60,7 @@ pub async fn handle(
 }
 
 /// What the inbound chain decided.
-enum Inbound {
+pub enum Inbound {
     /// Go to the upstream.
     Forward(Box<Exchange>),
     /// Answer now (return-response).
@@ -152,7 +152,7 @@ async fn process(
         None => &api.data.chain,
     };
 
-    let ex = match run_inbound(chain, ex) {
+    let ex = match run_inbound(&chain.inbound, ex) {
         Inbound::Forward(ex) => ex,
         Inbound::Respond(r) => return r,
         Inbound::Fail(ex, f) => return fail(chain, ex, f),
@@ -239,8 +239,10 @@ fn ex_path(p: &http::request::Parts, strip: Option<&str>) -> String {
     }
 }
 
-fn run_inbound(chain: &Chain, mut ex: Box<Exchange>) -> Inbound {
-    for pool in chain.inbound.iter().filter(|p| p.on_request_enabled()) {
+/// Runs `on-request` of each policy in order, applying header edits, until
+/// one responds or refuses. Public for the benchmarks.
+pub fn run_inbound(policies: &[Arc<PolicyPool>], mut ex: Box<Exchange>) -> Inbound {
+    for pool in policies.iter().filter(|p| p.on_request_enabled()) {
         let (back, result) = pool.on_request(ex);
         ex = back;
         match result {
