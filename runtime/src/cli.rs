@@ -22,6 +22,9 @@ pub enum Command {
         /// The config file.
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// Worker threads serving connections. Default: one per CPU.
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Load and validate a config, construct every policy, and print the
     /// effective chain of every API and operation. Exits 1 on any problem.
@@ -48,7 +51,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(config),
-        Command::Run { config } => run(config),
+        Command::Run { config, workers } => run(config, workers),
     }
 }
 
@@ -91,12 +94,13 @@ fn show(v: &[String]) -> String {
     }
 }
 
-fn run(config: Option<PathBuf>) -> ExitCode {
+fn run(config: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
     init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

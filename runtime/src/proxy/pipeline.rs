@@ -76,8 +76,15 @@ async fn process(
     request_id: String,
     started: Instant,
 ) -> Response<Body> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let authority = headers::authority(&parts);
+    // HTTP/2 carries the authority as a pseudo-header: give policies the
+    // same `host` header whichever protocol the client spoke.
+    if !parts.headers.contains_key(http::header::HOST) && !authority.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&authority) {
+            parts.headers.insert(http::header::HOST, v);
+        }
+    }
     let host = headers::host_of(&authority);
     let mut ex = Box::new(Exchange {
         request: parts,
