@@ -1,7 +1,7 @@
 //! Build-script helper: compiles Gatehouse policy crates to `wasm32-wasip2`
 //! components with one nested `cargo build`.
 //!
-//! The nested build needs care (see `shared/TOOLCHAIN.md`):
+//! The nested build needs care (each of these was hit):
 //! - its own target directory, or it deadlocks on the outer build's lock;
 //! - none of the outer build's flags in its environment (host link flags
 //!   break the wasm link);

@@ -135,6 +135,22 @@ pub trait Policy: Sized + 'static {
     }
 }
 
+/// Whether `name` is a valid HTTP header name (an RFC 9110 token).
+pub fn is_valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Whether `value` can be sent as an HTTP header value: no control
+/// characters other than tab (UTF-8 text is allowed).
+pub fn is_valid_header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
 /// Parses a policy's JSON config into `C`; errors name the key path, e.g.
 /// `failed_check_httpcode: invalid type: string "x", expected u16`.
 ///

@@ -391,10 +391,17 @@ pub mod host {
     use crate::host::LogLevel;
 
     pub fn log(level: LogLevel, message: &str) {
+        let level = match level {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        };
         STATE.with(|s| {
             s.borrow_mut()
                 .logs
-                .push((format!("{level:?}").to_lowercase(), message.into()))
+                .push((level.to_string(), message.into()))
         });
     }
     pub fn trace_enabled() -> bool {

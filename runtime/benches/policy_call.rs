@@ -30,7 +30,8 @@ fn runtime() -> Arc<PolicyRuntime> {
 fn pool(rt: &Arc<PolicyRuntime>, name: &str, config: &str) -> Arc<PolicyPool> {
     let wasm = builtin::get(name).expect("built-in policy");
     let component = rt.load_component(wasm).expect("component");
-    rt.pool(name, &component, config.to_string()).expect("pool")
+    rt.pool(name, &component, config.to_string(), Default::default())
+        .expect("pool")
 }
 
 /// A request with 10 headers, as a browser or SDK client sends.
@@ -45,14 +46,22 @@ fn exchange() -> Box<Exchange> {
         .header("x-tenant", "acme")
         .header("x-env", "prod")
         .header("x-request-start", "1700000000")
-        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
         .body(())
         .expect("request");
     let addr: SocketAddr = "127.0.0.1:50000".parse().expect("addr");
     Box::new(Exchange {
         request: req.into_parts().0,
         response: None,
-        conn: Arc::new(ConnInfo { client: addr, local: addr, listener: 0, tls: None }),
+        conn: Arc::new(ConnInfo {
+            client: addr,
+            local: addr,
+            listener: 0,
+            tls: None,
+        }),
         vars: Default::default(),
         route: RouteInfo::default(),
         request_id: "0123456789abcdef".into(),
@@ -71,15 +80,26 @@ fn bench(c: &mut Criterion) {
             let ex = slot.take().expect("exchange");
             let (back, decision) = check.on_request(ex);
             slot = Some(back);
-            assert!(matches!(decision, Ok(gatehouse::policy::bindings::Decision::Continue(_))));
+            assert!(matches!(
+                decision,
+                Ok(gatehouse::policy::bindings::Decision::Continue(_))
+            ));
         })
     });
 
     let chain = vec![
         pool(&rt, "check-header", r#"{"name":"x-tenant"}"#),
-        pool(&rt, "check-header", r#"{"name":"x-env","values":["prod","test"]}"#),
+        pool(
+            &rt,
+            "check-header",
+            r#"{"name":"x-env","values":["prod","test"]}"#,
+        ),
         pool(&rt, "check-header", r#"{"name":"authorization"}"#),
-        pool(&rt, "set-header", r#"{"name":"x-gateway","value":"gatehouse"}"#),
+        pool(
+            &rt,
+            "set-header",
+            r#"{"name":"x-gateway","value":"gatehouse"}"#,
+        ),
         pool(&rt, "set-header", r#"{"name":"x-route","value":"orders"}"#),
     ];
     let mut slot = Some(exchange());

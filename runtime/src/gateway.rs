@@ -216,7 +216,10 @@ impl PolicyLoader<'_> {
             return Some(p.clone());
         }
         let component = self.component(name, path, errors)?;
-        match self.runtime.pool(name, &component, json.clone()) {
+        match self
+            .runtime
+            .pool(name, &component, json.clone(), self.named.secrets())
+        {
             Ok(p) => {
                 self.pools.insert((name.to_string(), json), p.clone());
                 Some(p)
@@ -269,8 +272,26 @@ impl PolicyLoader<'_> {
                     out.extend(outer.iter().cloned());
                 }
                 ChainEntry::Policy { name, config } => {
-                    if let Some(pool) = self.pool(name, config, &format!("{p}.{name}"), errors) {
-                        out.push(pool);
+                    let policy_path = format!("{p}.{name}");
+                    if let Some(pool) = self.pool(name, config, &policy_path, errors) {
+                        // A policy placed where it has no hook would be
+                        // skipped silently: refuse it instead.
+                        let inbound = path.ends_with(".inbound");
+                        if inbound && !pool.on_request_enabled() {
+                            errors.push(ConfigError::new(
+                                self.source,
+                                policy_path,
+                                format!("`{name}` only handles responses; put it in an `outbound` or `on_error` section"),
+                            ));
+                        } else if !inbound && !pool.on_response_enabled() {
+                            errors.push(ConfigError::new(
+                                self.source,
+                                policy_path,
+                                format!("`{name}` only handles requests; put it in an `inbound` section"),
+                            ));
+                        } else {
+                            out.push(pool);
+                        }
                     }
                 }
             }
@@ -327,14 +348,15 @@ impl Gateway {
     /// Every problem found, each with file and key path.
     pub fn build(config: &Config, source: &Source) -> Result<Gateway, ConfigErrors> {
         let mut errors = Vec::new();
-        let runtime = PolicyRuntime::new(RuntimeSettings::from_config(&config.policy_runtime))
-            .map_err(|e| {
-                ConfigError::new(
-                    source,
-                    "policy_runtime",
-                    format!("cannot start the policy runtime: {e}"),
-                )
-            })?;
+        let runtime =
+            PolicyRuntime::new(RuntimeSettings::from_config(&config.policy_runtime, source))
+                .map_err(|e| {
+                    ConfigError::new(
+                        source,
+                        "policy_runtime",
+                        format!("cannot start the policy runtime: {e}"),
+                    )
+                })?;
 
         // Listeners.
         if config.listeners.is_empty() {

@@ -29,8 +29,13 @@ fn second_load_uses_the_compiled_cache() {
     assert_eq!(first, second);
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     // And it is a working component: a pool builds from it.
-    rt.pool("check-header", &component, r#"{"name":"x-a"}"#.into())
-        .unwrap();
+    rt.pool(
+        "check-header",
+        &component,
+        r#"{"name":"x-a"}"#.into(),
+        Default::default(),
+    )
+    .unwrap();
     // A corrupt cache entry is ignored and replaced.
     std::fs::write(&file, b"garbage").unwrap();
     rt.load_component(wasm).unwrap();

@@ -342,3 +342,59 @@ apis:
     );
     assert_eq!(c.get("/", &[("x-tenant", "a")]).await.status, 200);
 }
+
+#[tokio::test]
+async fn policies_can_use_std_collections_and_clocks_but_not_stdout() {
+    let yaml = format!(
+        r#"
+custom_policies:
+  misbehave: {{wasm: "{wasm}"}}
+apis:
+  - name: app
+    path: /
+    upstream: app
+    policies:
+      inbound: [misbehave]
+"#,
+        wasm = misbehave_wasm()
+    );
+    let (gw, _up) = gateway(&yaml).await;
+    let c = Client::plain(gw.addr("plain"));
+    let r = c.get("/", &[("x-misbehave", "std")]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json()["headers"]["x-std"][0],
+        "map=1 wall>2020=true mono=true env=0"
+    );
+    // WASI beyond randomness, clocks and the environment traps.
+    c.get("/", &[("x-misbehave", "stdout")])
+        .await
+        .assert_fault(500, "policy.trap");
+    assert_eq!(c.get("/", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn secret_named_values_never_reach_a_fault() {
+    let (gw, _up) = gateway(
+        r#"
+named_values:
+  token: {value: "tok-3f9a1c", secret: true}
+apis:
+  - name: app
+    path: /
+    upstream: app
+    policies:
+      inbound:
+        - set-header: {name: authorization, expression: "'Bearer {{token}} ' + request.headers['x-missing']"}
+"#,
+    )
+    .await;
+    let r = Client::plain(gw.addr("plain")).get("/", &[]).await;
+    let f = r.assert_fault(500, "policy.set-header.expression");
+    let detail = f["detail"].as_str().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&r.body).contains("tok-3f9a1c"),
+        "{detail}"
+    );
+    assert!(detail.contains("***"), "{detail}");
+}

@@ -46,10 +46,7 @@ impl Policy for CheckHeader {
         if name.is_empty() {
             return Err("name: must not be empty".into());
         }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        {
+        if !gatehouse_sdk::is_valid_header_name(&name) {
             return Err(format!("name: `{}` is not a valid header name", c.name));
         }
         if !(400..=599).contains(&c.failed_check_httpcode) {

@@ -45,15 +45,13 @@ impl Policy for ReturnResponse {
         let mut headers = Vec::with_capacity(c.headers.len());
         for (name, value) in c.headers {
             let lower = name.to_ascii_lowercase();
-            if lower.is_empty()
-                || !lower
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-            {
+            if lower.is_empty() || !gatehouse_sdk::is_valid_header_name(&lower) {
                 return Err(format!("headers: `{name}` is not a valid header name"));
             }
-            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err(format!("headers.{name}: must not contain CR, LF or NUL"));
+            if !gatehouse_sdk::is_valid_header_value(&value) {
+                return Err(format!(
+                    "headers.{name}: must not contain control characters (CR, LF, NUL, ...)"
+                ));
             }
             if lower == "content-length" || lower == "transfer-encoding" {
                 return Err(format!("headers: `{name}` is set by the gateway"));

@@ -66,10 +66,7 @@ impl Policy for SetHeader {
         if name.is_empty() {
             return Err("name: must not be empty".into());
         }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        {
+        if !gatehouse_sdk::is_valid_header_name(&name) {
             return Err(format!("name: `{}` is not a valid header name", c.name));
         }
         let mut literals = c.values;
@@ -95,8 +92,8 @@ impl Policy for SetHeader {
             Source::Literal(v) => v.as_slice(),
             _ => &[],
         } {
-            if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err("value: must not contain CR, LF or NUL".into());
+            if !gatehouse_sdk::is_valid_header_value(v) {
+                return Err("value: must not contain control characters (CR, LF, NUL, ...)".into());
             }
         }
         Ok(SetHeader {
@@ -126,14 +123,14 @@ impl SetHeader {
         let values = match &self.source {
             Source::Literal(v) => v.clone(),
             Source::Computed(e) => match e.evaluate_string() {
-                Ok(v) if !v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) => vec![v],
+                Ok(v) if gatehouse_sdk::is_valid_header_value(&v) => vec![v],
                 Ok(_) => {
                     return Decision::deny(Fault::new(
                         500,
                         "policy.set-header.invalid-value",
                         "Header value is invalid",
                         format!(
-                            "the value computed for `{}` contains CR, LF or NUL",
+                            "the value computed for `{}` contains control characters",
                             self.name
                         ),
                     ))
@@ -236,7 +233,21 @@ mod tests {
         let e = testkit::build::<SetHeader>(r#"{"name":"x","value":"a\nb"}"#)
             .err()
             .unwrap();
-        assert_eq!(e, "value: must not contain CR, LF or NUL");
+        assert_eq!(
+            e,
+            "value: must not contain control characters (CR, LF, NUL, ...)"
+        );
+        let e = testkit::build::<SetHeader>(r#"{"name":"x","value":"a\u0007b"}"#)
+            .err()
+            .unwrap();
+        assert_eq!(
+            e,
+            "value: must not contain control characters (CR, LF, NUL, ...)"
+        );
+        assert!(
+            testkit::build::<SetHeader>(r#"{"name":"x","value":"caf\u00e9"}"#).is_ok(),
+            "UTF-8 is allowed"
+        );
         let e =
             testkit::build::<SetHeader>(r#"{"name":"x","value":"a","exists_action":"replace"}"#)
                 .err()

@@ -13,6 +13,8 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct NamedValues {
     values: BTreeMap<String, String>,
+    /// Defined, but their value could not be read (already reported).
+    broken: std::collections::BTreeSet<String>,
     secrets: Secrets,
 }
 
@@ -37,6 +39,7 @@ impl NamedValues {
     /// Resolves every named value; problems are appended to `errors`.
     pub fn resolve(config: &Config, source: &Source, errors: &mut Vec<ConfigError>) -> NamedValues {
         let mut values = BTreeMap::new();
+        let mut broken = std::collections::BTreeSet::new();
         let mut secrets = Vec::new();
         for (name, nv) in &config.named_values {
             let path = format!("named_values.{name}");
@@ -44,6 +47,7 @@ impl NamedValues {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
             {
+                broken.insert(name.clone());
                 errors.push(ConfigError::new(
                     source,
                     &path,
@@ -56,6 +60,7 @@ impl NamedValues {
                 .filter(|b| **b)
                 .count();
             if given != 1 {
+                broken.insert(name.clone());
                 errors.push(ConfigError::new(
                     source,
                     &path,
@@ -69,6 +74,7 @@ impl NamedValues {
                 match std::env::var(var) {
                     Ok(v) => v,
                     Err(_) => {
+                        broken.insert(name.clone());
                         errors.push(ConfigError::new(
                             source,
                             format!("{path}.env"),
@@ -82,6 +88,7 @@ impl NamedValues {
                 match std::fs::read_to_string(&full) {
                     Ok(v) => v.trim_end_matches(['\n', '\r']).to_string(),
                     Err(e) => {
+                        broken.insert(name.clone());
                         errors.push(ConfigError::new(
                             source,
                             format!("{path}.file"),
@@ -102,6 +109,7 @@ impl NamedValues {
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         NamedValues {
             values,
+            broken,
             secrets: Secrets(Arc::new(secrets)),
         }
     }
@@ -144,6 +152,11 @@ impl NamedValues {
             let name = after[..end].trim();
             match self.values.get(name) {
                 Some(v) => out.push_str(v),
+                None if self.broken.contains(name) => {
+                    return Err(format!(
+                        "named value `{name}` has no value (see named_values.{name})"
+                    ))
+                }
                 None => {
                     return Err(format!(
                         "unknown named value `{name}` (define it under `named_values`)"

@@ -56,7 +56,8 @@ pub struct Listener {
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
     /// The hosts served; the first whose names match the SNI is used, and
-    /// the first host is the default when the client sends no SNI.
+    /// the first host is the default when the client sends no SNI or an
+    /// SNI that no host names.
     pub hosts: Vec<TlsHost>,
 }
 
@@ -285,7 +286,8 @@ pub struct Limits {
     /// Most request headers; more get `431`. Default 100.
     #[serde(default = "default_max_headers")]
     pub max_request_headers: usize,
-    /// Time allowed to receive a request head, in milliseconds. Default 10000.
+    /// Time allowed to receive an HTTP/1.1 request head, in milliseconds.
+    /// Default 10000.
     #[serde(default = "default_header_timeout")]
     pub header_read_timeout_ms: u64,
     /// Time allowed for a TLS handshake, in milliseconds. Default 10000.
@@ -326,14 +328,17 @@ pub struct PolicyRuntime {
     /// Linear memory cap per policy instance, in MiB. Default 64.
     #[serde(default = "default_memory")]
     pub memory_limit_mib: u64,
-    /// Constructed instances kept ready per (policy, config). Default 16.
+    /// Most idle constructed instances kept per (policy, config): one is
+    /// built at load (so bad config is caught then), more on demand, and
+    /// up to this many are kept for reuse. Default 16.
     #[serde(default = "default_pool")]
     pub instances_per_policy: usize,
     /// Instances that may exist at once across all policies. Default 256.
     #[serde(default = "default_total")]
     pub max_instances: u32,
-    /// Directory for compiled components (AOT, keyed by content hash).
-    /// Default `$XDG_CACHE_HOME/gatehouse` or `~/.cache/gatehouse`.
+    /// Directory for compiled components (AOT, keyed by content hash),
+    /// relative to the config file. Default `$XDG_CACHE_HOME/gatehouse` or
+    /// `~/.cache/gatehouse`.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
 }

@@ -17,7 +17,7 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use exports::gatehouse::policy::handler::GuestPolicy;
-pub use gatehouse::policy::types::{
+pub use self::exports::gatehouse::policy::handler::GuestPolicy;
+pub use self::gatehouse::policy::types::{
     ClientCertificate, Decision, Fault, Header, HeaderEdit, Phases, ResponseSpec,
 };

@@ -24,6 +24,7 @@ use crossbeam_queue::ArrayQueue;
 use wasmtime::component::{Component, Linker, Resource, ResourceAny};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
+use crate::config::Secrets;
 use bindings::{Decision, Phases, Policy as PolicyWorld, PolicyPre};
 pub use host::{Exchange, HostState, RouteInfo, TraceEntry};
 
@@ -83,14 +84,19 @@ pub struct RuntimeSettings {
 }
 
 impl RuntimeSettings {
-    /// Settings from the config section.
-    pub fn from_config(c: &crate::config::PolicyRuntime) -> Self {
+    /// Settings from the config section; a relative `cache_dir` is resolved
+    /// against the config file's directory.
+    pub fn from_config(c: &crate::config::PolicyRuntime, source: &crate::config::Source) -> Self {
         RuntimeSettings {
             call_deadline_ms: c.call_deadline_ms.max(1),
             memory_limit_mib: c.memory_limit_mib.max(1),
             instances_per_policy: c.instances_per_policy.max(1),
             max_instances: c.max_instances.max(4),
-            cache_dir: c.cache_dir.clone().or_else(cache::default_dir),
+            cache_dir: c
+                .cache_dir
+                .as_deref()
+                .map(|d| source.resolve(d))
+                .or_else(cache::default_dir),
         }
     }
 }
@@ -171,10 +177,15 @@ impl PolicyRuntime {
         policy: &str,
         component: &Component,
         config_json: String,
+        secrets: Secrets,
     ) -> Result<Arc<PolicyPool>, String> {
         let mut linker = self.linker.clone();
         // A wasm32-wasip2 guest imports WASI through std even when it never
-        // uses it; such calls trap (policies log through the host instead).
+        // uses it: randomness, clocks and the (empty) environment are
+        // served, every other WASI call traps (policies log through the
+        // host instead).
+        host::wasi::define(&mut linker, component, &self.engine)
+            .map_err(|e| format!("cannot link the component's WASI imports: {e:#}"))?;
         linker
             .define_unknown_imports_as_traps(component)
             .map_err(|e| format!("cannot link the component: {e:#}"))?;
@@ -189,6 +200,7 @@ impl PolicyRuntime {
             runtime: self.clone(),
             pre,
             config_json,
+            secrets,
             phases: Phases::empty(),
             idle: ArrayQueue::new(self.settings.instances_per_policy),
         };
@@ -243,6 +255,7 @@ pub struct PolicyPool {
     runtime: Arc<PolicyRuntime>,
     pre: PolicyPre<HostState>,
     config_json: String,
+    secrets: Secrets,
     phases: Phases,
     idle: ArrayQueue<Instance>,
 }
@@ -263,6 +276,12 @@ impl PolicyPool {
         self.phases.contains(Phases::RESPONSE)
     }
 
+    /// Removes the config's secret values from a message (for faults and
+    /// logs that carry text a policy produced).
+    pub fn redact(&self, text: &str) -> String {
+        self.secrets.redact(text)
+    }
+
     /// Instances ready in the pool (for tests and metrics).
     pub fn idle_instances(&self) -> usize {
         self.idle.len()
@@ -273,16 +292,24 @@ impl PolicyPool {
         let limit = (settings.memory_limit_mib as usize).saturating_mul(1 << 20);
         let mut store = Store::new(
             &self.runtime.engine,
-            HostState::new(self.name.clone(), limit),
+            HostState::new(self.name.clone(), limit, self.secrets.clone()),
         );
         store.limiter(|s| &mut s.limiter);
         // Construction may compile expressions: allow it ten call deadlines.
         store.set_epoch_deadline(settings.call_deadline_ms.saturating_mul(10));
         store.epoch_deadline_trap();
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| Instantiate::Failed(self.classify(&store, e)))?;
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| {
+            if e.downcast_ref::<Trap>().is_some() {
+                Instantiate::Failed(self.classify(&store, e))
+            } else {
+                // No slot in the pooling allocator (`max_instances`), or
+                // similar: the gateway's capacity, not the policy's fault.
+                Instantiate::Failed(PolicyError::Unavailable {
+                    policy: self.name.clone(),
+                    message: format!("{e:#}"),
+                })
+            }
+        })?;
         let guest = bindings.gatehouse_policy_handler().policy();
         let policy = match guest.call_constructor(&mut store, &self.config_json) {
             Ok(Ok(p)) => p,

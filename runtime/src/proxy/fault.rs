@@ -2,9 +2,9 @@
 //! (`application/problem+json`), built here and only here.
 //!
 //! ```json
-//! {"type":"urn:gatehouse:fault:route.not-found","title":"No route",
-//!  "status":404,"detail":"no API serves GET /nope on example.test",
-//!  "code":"route.not-found","request_id":"5f0c6a1e2b9d4c3a"}
+//! {"code":"route.not-found","detail":"no API serves GET /nope on example.test",
+//!  "request_id":"5f0c6a1e2b9d4c3a","status":404,"title":"No route",
+//!  "type":"urn:gatehouse:fault:route.not-found"}
 //! ```
 //!
 //! `code` is stable and documented (docs/FAULTS.md lists every code the
@@ -41,7 +41,8 @@ pub mod codes {
     pub const ROUTE_METHOD_NOT_ALLOWED: &str = "route.method-not-allowed";
     /// The Host/:authority names a host the TLS connection was not made for.
     pub const ROUTE_MISDIRECTED: &str = "route.misdirected";
-    /// The request head is larger than `limits.max_request_header_bytes`.
+    /// The request head is larger than `limits.max_request_header_bytes`,
+    /// or has more fields than `limits.max_request_headers`.
     pub const REQUEST_HEADERS_TOO_LARGE: &str = "request.headers-too-large";
     /// The upstream could not be reached or broke the exchange.
     pub const UPSTREAM_UNREACHABLE: &str = "upstream.unreachable";

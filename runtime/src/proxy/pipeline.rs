@@ -2,7 +2,7 @@
 //! meets them.
 //!
 //! ```text
-//! limits (431) -> route (404/405) -> SNI/Host binding (421)
+//! limits (431) -> SNI/Host binding (421) -> route (404/405)
 //!   -> inbound chain -> upstream (502/504) -> outbound chain -> client
 //! any fault ------> on-error chain -> problem+json fault
 //! ```
@@ -217,7 +217,7 @@ async fn process(
             }
         },
         Outbound::Respond(r) => r,
-        Outbound::Fail(ex, f) => fail(chain, ex, f),
+        Outbound::Deny(ex, f) | Outbound::Fail(ex, f) => fail(chain, ex, f),
     }
 }
 
@@ -265,15 +265,20 @@ pub fn run_inbound(policies: &[Arc<PolicyPool>], mut ex: Box<Exchange>) -> Inbou
                     Err(f) => Inbound::Fail(ex, f),
                 }
             }
-            Ok(Decision::Deny(f)) => return Inbound::Fail(ex, Fault::from_policy(pool.name(), f)),
+            Ok(Decision::Deny(f)) => return Inbound::Fail(ex, denied(pool, f)),
         }
     }
     Inbound::Forward(ex)
 }
 
 enum Outbound {
+    /// Every policy continued.
     Continue(Box<Exchange>),
+    /// A policy answered with its own response.
     Respond(Response<Body>),
+    /// A policy refused with its own fault.
+    Deny(Box<Exchange>, Fault),
+    /// A policy failed (trap, deadline, invalid decision).
     Fail(Box<Exchange>, Fault),
 }
 
@@ -298,7 +303,7 @@ fn run_response_chain(policies: &[Arc<PolicyPool>], mut ex: Box<Exchange>) -> Ou
                     Err(f) => Outbound::Fail(ex, f),
                 }
             }
-            Ok(Decision::Deny(f)) => return Outbound::Fail(ex, Fault::from_policy(pool.name(), f)),
+            Ok(Decision::Deny(f)) => return Outbound::Deny(ex, denied(pool, f)),
         }
     }
     Outbound::Continue(ex)
@@ -324,12 +329,8 @@ fn fail(chain: &Chain, mut ex: Box<Exchange>, fault: Fault) -> Response<Body> {
             None => fault.into_response(&request_id),
         },
         Outbound::Respond(r) => r,
-        Outbound::Fail(_, f)
-            if f.code.starts_with("policy.") && !is_gateway_policy_code(&f.code) =>
-        {
-            // A policy in the on-error chain chose another fault.
-            f.into_response(&request_id)
-        }
+        // A policy in the on-error chain chose another fault.
+        Outbound::Deny(_, f) => f.into_response(&request_id),
         Outbound::Fail(_, f) => {
             tracing::warn!(request_id = %request_id, "on-error chain failed: {}", f.detail);
             fault.into_response(&request_id)
@@ -337,18 +338,12 @@ fn fail(chain: &Chain, mut ex: Box<Exchange>, fault: Fault) -> Response<Body> {
     }
 }
 
-/// Codes the gateway uses for policy *failures* (as opposed to refusals a
-/// policy chose).
-fn is_gateway_policy_code(code: &str) -> bool {
-    use super::fault::codes::*;
-    [
-        POLICY_TIMEOUT,
-        POLICY_MEMORY,
-        POLICY_TRAP,
-        POLICY_UNAVAILABLE,
-        POLICY_INVALID_DECISION,
-    ]
-    .contains(&code)
+/// The fault a policy chose, with secret named values removed from its
+/// text.
+fn denied(pool: &PolicyPool, mut f: crate::policy::bindings::Fault) -> Fault {
+    f.title = pool.redact(&f.title);
+    f.detail = pool.redact(&f.detail);
+    Fault::from_policy(pool.name(), f)
 }
 
 fn apply_edits(
@@ -387,7 +382,8 @@ fn header_pair(
     let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
         Fault::invalid_decision(pool.name(), format!("`{name}` is not a valid header name"))
     })?;
-    let v = HeaderValue::from_str(value).map_err(|_| {
+    // UTF-8 is allowed (as obs-text); control characters are not.
+    let v = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
         Fault::invalid_decision(
             pool.name(),
             format!("the value of `{name}` is not a valid header value"),
@@ -399,7 +395,7 @@ fn header_pair(
 fn response_from_spec(spec: ResponseSpec, pool: &PolicyPool) -> Result<Response<Body>, Fault> {
     let status = StatusCode::from_u16(spec.status)
         .ok()
-        .filter(|s| !s.is_informational())
+        .filter(|s| (200..=599).contains(&s.as_u16()))
         .ok_or_else(|| {
             Fault::invalid_decision(
                 pool.name(),

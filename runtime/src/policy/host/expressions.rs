@@ -94,7 +94,7 @@ fn headers_map(h: &HeaderMap) -> Cel {
 }
 
 fn opt(s: Option<&str>) -> Cel {
-    s.map(|s| Cel::from(s)).unwrap_or(Cel::Null)
+    s.map(Cel::from).unwrap_or(Cel::Null)
 }
 
 /// Evaluates `c` against an exchange.

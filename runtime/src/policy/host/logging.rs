@@ -12,6 +12,7 @@ fn monotonic_origin() -> std::time::Instant {
 
 impl Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) {
+        let message = self.secrets.redact(&message);
         let policy = &*self.policy;
         let request_id = self
             .exchange
@@ -43,8 +44,9 @@ impl Host for HostState {
 
     fn trace(&mut self, message: String) {
         let policy = self.policy.clone();
+        let secrets = self.secrets.clone();
         if let Some(e) = self.exchange.as_deref_mut() {
-            e.trace(&policy, || message);
+            e.trace(&policy, || secrets.redact(&message));
         }
     }
 

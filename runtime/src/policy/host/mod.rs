@@ -1,15 +1,17 @@
 //! What the host gives a policy instance: the store's data ([`HostState`])
 //! and one file per WIT host interface.
 //!
-//! - [`views`]: `types.request`, `types.response`, `types.connection`
-//! - [`logging`]: `host` (log, trace, clocks, request id)
-//! - [`variables`]: `variables`
-//! - [`expressions`]: `expressions` (CEL)
+//! - [`views`] — `types.request`, `types.response`, `types.connection`
+//! - [`logging`] — `host` (log, trace, clocks, request id)
+//! - [`variables`] — `variables`
+//! - [`expressions`] — `expressions` (CEL)
+//! - [`wasi`] — the WASI functions std reaches for (random, clocks, env)
 
 pub mod expressions;
 pub mod logging;
 pub mod variables;
 pub mod views;
+pub mod wasi;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -94,11 +96,13 @@ pub struct HostState {
     pub expressions: Vec<Option<Arc<expressions::Compiled>>>,
     /// The memory cap, and whether the instance hit it.
     pub limiter: MemoryLimiter,
+    /// Secret named values, removed from everything a policy logs or traces.
+    pub secrets: crate::config::Secrets,
 }
 
 impl HostState {
     /// A fresh state for an instance of `policy`.
-    pub fn new(policy: Arc<str>, memory_limit: usize) -> Self {
+    pub fn new(policy: Arc<str>, memory_limit: usize, secrets: crate::config::Secrets) -> Self {
         HostState {
             policy,
             exchange: None,
@@ -107,6 +111,7 @@ impl HostState {
                 limit: memory_limit,
                 exhausted: false,
             },
+            secrets,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Test fixture: misbehaves on requests that carry `x-misbehave: <mode>`.
 //! Modes: `panic`, `loop` (never returns), `alloc` (allocates until the
-//! memory cap), `vars` (echoes context variable `probe` to `x-probe`).
+//! memory cap), `std` (uses HashMap, clocks and env; sets `x-std`),
+//! `stdout` (prints: traps), `vars` (echoes context variable `probe` to
+//! `x-probe`).
 //! Anything else continues.
 use gatehouse_sdk::{export_policy, variables, Connection, Decision, HeaderEdit, Policy, Request};
 use serde::Deserialize;
@@ -37,6 +39,30 @@ impl Policy for Misbehave {
                     hoard.push(vec![1u8; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            Some("std") => {
+                // Everyday std: a HashMap (seeded from wasi:random), clocks
+                // and the environment must work inside a policy.
+                let mut m = std::collections::HashMap::new();
+                m.insert("k", 1u32);
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let t = std::time::Instant::now();
+                let envs = std::env::vars().count();
+                let value = format!(
+                    "map={} wall>2020={} mono={} env={}",
+                    m["k"],
+                    wall > 1_577_836_800,
+                    t.elapsed().as_secs() < 5,
+                    envs
+                );
+                Decision::edit(vec![HeaderEdit::set("x-std", value)])
+            }
+            Some("stdout") => {
+                println!("a policy has no stdout");
+                Decision::proceed()
             }
             Some("vars") => {
                 let v = variables::get("probe").unwrap_or_else(|| "none".into());
