@@ -22,7 +22,8 @@ pub enum Command {
         /// The config file.
         #[arg(short, long)]
         config: Option<PathBuf>,
-        /// Worker threads serving connections. Default: one per CPU.
+        /// Worker threads, each with its own event loop and sockets.
+        /// Default: one per CPU.
         #[arg(long)]
         workers: Option<usize>,
     },
@@ -96,52 +97,55 @@ fn show(v: &[String]) -> String {
 
 fn run(config: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
     init_logging();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        builder.worker_threads(n.max(1));
-    }
-    let rt = match builder.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+    let (gw, source) = match crate::gateway::load(config.as_deref()) {
+        Ok(g) => g,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            eprintln!(
+                "not started: {} problem{} in the config",
+                errors.0.len(),
+                if errors.0.len() == 1 { "" } else { "s" }
+            );
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async move {
-        let (gw, source) = match crate::gateway::load(config.as_deref()) {
-            Ok(g) => g,
-            Err(errors) => {
-                for e in &errors.0 {
-                    eprintln!("error: {e}");
-                }
-                eprintln!(
-                    "not started: {} problem{} in the config",
-                    errors.0.len(),
-                    if errors.0.len() == 1 { "" } else { "s" }
-                );
-                return ExitCode::FAILURE;
-            }
-        };
-        let running = match gw.start().await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        tracing::info!(config = %source.file, "gatehouse is running; Ctrl-C stops it");
-        if source.file.starts_with('<') {
-            for (name, addr) in &running.addresses {
-                println!("quickstart listener `{name}` on http://{addr}");
-                println!("  try:  curl -i http://{addr}/hello -H 'x-tenant: acme'");
-                println!("  and:  curl -i http://{addr}/hello        (refused: problem+json)");
-            }
+    let workers = workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let running = match gw.spawn_workers(workers) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
         }
-        wait_for_stop().await;
-        tracing::info!("shutting down");
-        running.shutdown().await;
-        ExitCode::SUCCESS
-    })
+    };
+    tracing::info!(config = %source.file, workers, "gatehouse is running; Ctrl-C stops it");
+    if source.file.starts_with('<') {
+        for (name, addr) in &running.addresses {
+            println!("quickstart listener `{name}` on http://{addr}");
+            println!("  try:  curl -i http://{addr}/hello -H 'x-tenant: acme'");
+            println!("  and:  curl -i http://{addr}/hello        (refused: problem+json)");
+        }
+    }
+    // The main thread only waits for a signal.
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(wait_for_stop()),
+        Err(e) => {
+            eprintln!("error: cannot wait for signals: {e}");
+            running.stop();
+            return ExitCode::FAILURE;
+        }
+    }
+    tracing::info!("shutting down");
+    running.stop();
+    ExitCode::SUCCESS
 }
 
 /// Waits for Ctrl-C or SIGTERM.

@@ -661,3 +661,127 @@ pub fn load(path: Option<&std::path::Path>) -> Result<(Gateway, Source), ConfigE
     let gw = Gateway::build(&config, &source)?;
     Ok((gw, source))
 }
+
+/// A gateway running on its own worker threads (see [`Gateway::spawn_workers`]).
+pub struct Workers {
+    /// The bound addresses, by listener name, in config order.
+    pub addresses: Vec<(String, SocketAddr)>,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    _runtime: Arc<PolicyRuntime>,
+}
+
+impl Workers {
+    /// Stops accepting on every worker and joins the threads.
+    pub fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A listening socket with `SO_REUSEPORT`, so each worker thread can have
+/// its own and the kernel spreads connections across them.
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+impl Gateway {
+    /// Binds every listener once per worker (`SO_REUSEPORT`) and starts
+    /// `workers` threads, each running a single-threaded tokio runtime with
+    /// its own sockets and its own upstream connection pools: a request is
+    /// served start to finish on one thread, with no work stealing and no
+    /// cross-thread wake-ups. The policy instance pools are shared.
+    ///
+    /// # Errors
+    ///
+    /// A listener cannot bind (its name and address are in the message).
+    pub fn spawn_workers(self, workers: usize) -> anyhow::Result<Workers> {
+        let workers = workers.max(1);
+        let mut per_worker: Vec<
+            Vec<(
+                String,
+                usize,
+                std::net::TcpListener,
+                Option<Arc<TlsListener>>,
+            )>,
+        > = (0..workers).map(|_| Vec::new()).collect();
+        let mut addresses = Vec::new();
+        for (index, l) in self.listeners.into_iter().enumerate() {
+            let mut addr = l.address;
+            for (w, socks) in per_worker.iter_mut().enumerate() {
+                let sock = bind_reuseport(addr).map_err(|e| {
+                    anyhow::anyhow!("listener `{}` cannot bind {}: {e}", l.name, addr)
+                })?;
+                if w == 0 {
+                    // With port 0 the first socket picks the port; the
+                    // others join it.
+                    addr = sock.local_addr()?;
+                    tracing::info!(listener = %l.name, %addr, tls = l.tls.is_some(), workers, "listening");
+                    addresses.push((l.name.clone(), addr));
+                }
+                socks.push((l.name.clone(), index, sock, l.tls.clone()));
+            }
+        }
+        let (tx, rx) = watch::channel(false);
+        let mut threads = Vec::new();
+        for (w, socks) in per_worker.into_iter().enumerate() {
+            let shared = self.shared.clone();
+            let rx = rx.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("gatehouse-worker-{w}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::error!("worker {w}: cannot start its runtime: {e}");
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        let mut tasks = Vec::new();
+                        for (name, index, sock, tls) in socks {
+                            match TcpListener::from_std(sock) {
+                                Ok(listener) => {
+                                    let bl = BoundListener {
+                                        name,
+                                        index,
+                                        listener,
+                                        tls,
+                                    };
+                                    tasks.push(tokio::spawn(server::serve(
+                                        bl,
+                                        shared.clone(),
+                                        rx.clone(),
+                                    )));
+                                }
+                                Err(e) => tracing::error!(listener = %name, "worker {w}: {e}"),
+                            }
+                        }
+                        for t in tasks {
+                            let _ = t.await;
+                        }
+                    });
+                })?;
+            threads.push(t);
+        }
+        Ok(Workers {
+            addresses,
+            shutdown: tx,
+            threads,
+            _runtime: self.runtime,
+        })
+    }
+}

@@ -401,7 +401,10 @@ impl PolicyPool {
     ) -> (Box<Exchange>, Result<Decision, PolicyError>) {
         let mut inst = match self.checkout() {
             Ok(i) => i,
-            Err(e) => return (ex, Err(e)),
+            Err(e) => {
+                tracing::warn!(policy = %self.name, request_id = %ex.request_id, "{e}");
+                return (ex, Err(e));
+            }
         };
         inst.store.data_mut().exchange = Some(ex);
         inst.store

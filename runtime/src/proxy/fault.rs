@@ -207,7 +207,7 @@ impl Fault {
         for h in f.headers {
             match (
                 HeaderName::from_bytes(h.name.as_bytes()),
-                HeaderValue::from_str(&h.value),
+                HeaderValue::from_bytes(h.value.as_bytes()),
             ) {
                 (Ok(n), Ok(v)) => headers.push((n, v)),
                 _ => {

@@ -278,7 +278,8 @@ enum Outbound {
     Respond(Response<Body>),
     /// A policy refused with its own fault.
     Deny(Box<Exchange>, Fault),
-    /// A policy failed (trap, deadline, invalid decision).
+    /// A policy failed (trap, deadline, memory, no instance, invalid
+    /// decision).
     Fail(Box<Exchange>, Fault),
 }
 
@@ -303,7 +304,15 @@ fn run_response_chain(policies: &[Arc<PolicyPool>], mut ex: Box<Exchange>) -> Ou
                     Err(f) => Outbound::Fail(ex, f),
                 }
             }
-            Ok(Decision::Deny(f)) => return Outbound::Deny(ex, denied(pool, f)),
+            Ok(Decision::Deny(f)) => {
+                let f = denied(pool, f);
+                // A fault the gateway cannot send is the policy's failure.
+                return if f.code == super::fault::codes::POLICY_INVALID_DECISION {
+                    Outbound::Fail(ex, f)
+                } else {
+                    Outbound::Deny(ex, f)
+                };
+            }
         }
     }
     Outbound::Continue(ex)

@@ -1,6 +1,8 @@
 //! Upstreams: pooled keep-alive clients (hyper-util) over TCP or rustls,
 //! and the built-in echo responder.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +25,8 @@ use crate::config::{self, ConfigError, Source};
 pub enum Target {
     /// A real HTTP(S) server.
     Http {
-        /// The pooled client.
-        client: Client<HttpsConnector<HttpConnector>, Body>,
+        /// The pooled clients, one per worker thread.
+        clients: Clients,
         /// `http` or `https`.
         scheme: Scheme,
         /// `host:port`.
@@ -34,6 +36,48 @@ pub enum Target {
     },
     /// The built-in echo responder.
     Echo,
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+static NEXT_CLIENT_ID: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's clients, indexed by [`Clients::id`].
+    static CLIENTS: RefCell<Vec<Option<HttpClient>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The keep-alive pools of one upstream: one per thread. A connection
+/// belongs to the thread (and runtime) that opened it, so a request never
+/// waits on another thread to drive its upstream connection, and the pools
+/// take no lock shared between threads.
+pub struct Clients {
+    id: usize,
+    connector: HttpsConnector<HttpConnector>,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+impl Clients {
+    /// This thread's client, created on first use.
+    fn client(&self) -> HttpClient {
+        CLIENTS.with(|c| {
+            let mut v = c.borrow_mut();
+            if v.len() <= self.id {
+                v.resize_with(self.id + 1, || None);
+            }
+            v[self.id]
+                .get_or_insert_with(|| {
+                    Client::builder(TokioExecutor::new())
+                        .pool_timer(TokioTimer::new())
+                        .timer(TokioTimer::new())
+                        .pool_idle_timeout(self.idle_timeout)
+                        .pool_max_idle_per_host(self.max_idle)
+                        .build(self.connector.clone())
+                })
+                .clone()
+        })
+    }
 }
 
 /// A configured upstream.
@@ -133,16 +177,15 @@ impl Upstream {
             None => builder,
         };
         let connector = builder.enable_http1().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_millis(c.idle_timeout_ms))
-            .pool_max_idle_per_host(c.max_idle_connections)
-            .build(connector);
         Some(Upstream {
             name: Arc::from(name),
             target: Target::Http {
-                client,
+                clients: Clients {
+                    id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+                    connector,
+                    idle_timeout: Duration::from_millis(c.idle_timeout_ms),
+                    max_idle: c.max_idle_connections,
+                },
                 scheme,
                 authority,
                 base_path,
@@ -198,7 +241,8 @@ impl Upstream {
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, Fault> {
         match &self.target {
             Target::Echo => Ok(super::echo::respond(req).await),
-            Target::Http { client, .. } => {
+            Target::Http { clients, .. } => {
+                let client = clients.client();
                 match tokio::time::timeout(self.request_timeout, client.request(req)).await {
                     Err(_) => Err(Fault::gateway_timeout(
                         &self.name,
