@@ -56,15 +56,10 @@ fn exchange() -> Box<Exchange> {
     Box::new(Exchange {
         request: req.into_parts().0,
         response: None,
-        conn: Arc::new(ConnInfo {
-            client: addr,
-            local: addr,
-            listener: 0,
-            tls: None,
-        }),
+        conn: Arc::new(ConnInfo::new(addr, addr, 0, None)),
         vars: Default::default(),
         route: RouteInfo::default(),
-        request_id: "0123456789abcdef".into(),
+        request_id: gatehouse::policy::RequestId::new(),
         started: Instant::now(),
         trace: None,
     })

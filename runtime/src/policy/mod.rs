@@ -26,7 +26,7 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Stor
 
 use crate::config::Secrets;
 use bindings::{Decision, Phases, Policy as PolicyWorld, PolicyPre};
-pub use host::{Exchange, HostState, RouteInfo, TraceEntry};
+pub use host::{Exchange, HostState, RequestId, RouteInfo, TraceEntry};
 
 /// How long one epoch tick lasts. Deadlines are counted in ticks.
 const TICK: Duration = Duration::from_millis(1);

@@ -11,6 +11,9 @@ use crate::tls::certinfo::CertInfo;
 pub struct ConnInfo {
     /// The client's address.
     pub client: SocketAddr,
+    /// The client's IP as a header value, made once per connection for
+    /// `X-Forwarded-For`.
+    pub client_ip_header: http::HeaderValue,
     /// The listener's address.
     pub local: SocketAddr,
     /// The listener's index in the config.
@@ -37,6 +40,24 @@ pub struct TlsInfo {
 }
 
 impl ConnInfo {
+    /// A connection from `client` accepted on `local`.
+    pub fn new(
+        client: SocketAddr,
+        local: SocketAddr,
+        listener: usize,
+        tls: Option<TlsInfo>,
+    ) -> Self {
+        let client_ip_header = http::HeaderValue::from_str(&client.ip().to_string())
+            .unwrap_or(http::HeaderValue::from_static("unknown"));
+        ConnInfo {
+            client,
+            client_ip_header,
+            local,
+            listener,
+            tls,
+        }
+    }
+
     /// `https` on TLS, `http` otherwise.
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() {

@@ -65,35 +65,40 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto`
-/// and `X-Forwarded-Host`.
+/// and `X-Forwarded-Host` (to the request's `Host` value, moved here by the
+/// caller).
 pub fn set_forwarded(
     h: &mut HeaderMap,
-    client_ip: std::net::IpAddr,
+    client_ip: &HeaderValue,
     proto: &'static str,
-    host: &str,
+    host: Option<HeaderValue>,
 ) {
     static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
-    let ip = client_ip.to_string();
-    let xff = match h.get(&XFF).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert(XFF.clone(), v);
-    }
-    h.insert(XFP.clone(), HeaderValue::from_static(proto));
-    if let Ok(v) = HeaderValue::from_str(host) {
-        if !host.is_empty() {
-            h.insert(XFH.clone(), v);
+    let appended = match h.get(&XFF).map(HeaderValue::as_bytes) {
+        Some(prev) if !prev.trim_ascii().is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + client_ip.len());
+            v.extend_from_slice(prev);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client_ip.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
         }
+        _ => None,
+    };
+    h.insert(XFF.clone(), appended.unwrap_or_else(|| client_ip.clone()));
+    h.insert(XFP.clone(), HeaderValue::from_static(proto));
+    if let Some(host) = host.filter(|v| !v.is_empty()) {
+        h.insert(XFH.clone(), host);
     }
 }
 
 /// The approximate size of a request head: what HTTP/1.1 would send.
 pub fn head_size(r: &http::request::Parts) -> usize {
-    let mut n = r.method.as_str().len() + r.uri.to_string().len() + 12;
+    let uri = r.uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + r.uri.authority().map_or(0, |a| a.as_str().len())
+        + r.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let mut n = r.method.as_str().len() + uri + 12;
     for (k, v) in &r.headers {
         n += k.as_str().len() + v.len() + 4;
     }
@@ -127,7 +132,12 @@ mod tests {
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
-        set_forwarded(&mut h, "2.2.2.2".parse().unwrap(), "https", "a.test");
+        set_forwarded(
+            &mut h,
+            &HeaderValue::from_static("2.2.2.2"),
+            "https",
+            Some(HeaderValue::from_static("a.test")),
+        );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "a.test");

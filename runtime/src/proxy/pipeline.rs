@@ -25,14 +25,9 @@ use super::fault::Fault;
 use super::headers;
 use crate::gateway::{Chain, Shared};
 use crate::policy::bindings::{Decision, HeaderEdit, ResponseSpec};
-use crate::policy::{Exchange, PolicyPool, RouteInfo};
+use crate::policy::{Exchange, PolicyPool, RequestId, RouteInfo};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// A fresh request id: 16 lower-case hex digits.
-pub fn new_request_id() -> String {
-    format!("{:016x}", fastrand::u64(..))
-}
 
 /// Handles one request; never fails (every failure is a fault response).
 pub async fn handle(
@@ -41,21 +36,24 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    let request_id = new_request_id();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let request_id = RequestId::new();
+    // The access log line needs the method and path after the request is
+    // consumed: keep them only when the line will be written.
+    let access = tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO)
+        .then(|| (req.method().clone(), req.uri().path().to_string()));
     let mut resp = process(&shared, conn, req, request_id.clone(), started).await;
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    resp.headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id.header());
+    if let Some((method, path)) = access {
+        tracing::info!(
+            target: "gatehouse::access",
+            request_id = %request_id,
+            method = %method,
+            path = %path,
+            status = resp.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+        );
     }
-    tracing::info!(
-        target: "gatehouse::access",
-        request_id = %request_id,
-        method = %method,
-        path = %path,
-        status = resp.status().as_u16(),
-        elapsed_us = started.elapsed().as_micros() as u64,
-    );
     Ok(resp)
 }
 
@@ -73,7 +71,7 @@ async fn process(
     shared: &Shared,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-    request_id: String,
+    request_id: RequestId,
     started: Instant,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
@@ -175,11 +173,8 @@ async fn process(
     } else {
         std::mem::replace(&mut ex.request, Request::new(()).into_parts().0)
     };
-    let path = ex_path(
-        &up_parts,
-        api.data.strip_prefix.then_some(api.prefix.as_str()),
-    );
-    let uri = match upstream.uri_for(&path, up_parts.uri.query()) {
+    let strip = api.data.strip_prefix.then_some(api.prefix.as_str());
+    let uri = match upstream.uri_for(&up_parts.uri, strip) {
         Ok(u) => u,
         Err(f) => return fail(chain, ex, f),
     };
@@ -189,11 +184,11 @@ async fn process(
     {
         let h = up_req.headers_mut();
         headers::remove_hop_by_hop(h);
-        h.remove(http::header::HOST);
-        headers::set_forwarded(h, ex.conn.client.ip(), ex.conn.scheme(), &authority);
-        if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
-            h.insert(X_REQUEST_ID.clone(), v);
-        }
+        // The upstream gets its own Host (from the URI); the client's moves
+        // to X-Forwarded-Host.
+        let host = h.remove(http::header::HOST);
+        headers::set_forwarded(h, &ex.conn.client_ip_header, ex.conn.scheme(), host);
+        h.insert(X_REQUEST_ID.clone(), ex.request_id.header());
     }
 
     let resp = match upstream.send(up_req).await {
@@ -228,22 +223,6 @@ fn clone_head(p: &http::request::Parts) -> http::request::Parts {
     *r.version_mut() = p.version;
     *r.headers_mut() = p.headers.clone();
     r.into_parts().0
-}
-
-/// The path to send upstream: with the API's prefix removed when it strips.
-fn ex_path(p: &http::request::Parts, strip: Option<&str>) -> String {
-    let path = p.uri.path();
-    match strip {
-        Some(prefix) if !prefix.is_empty() => {
-            let rest = &path[prefix.len().min(path.len())..];
-            if rest.is_empty() {
-                "/".to_string()
-            } else {
-                rest.to_string()
-            }
-        }
-        _ => path.to_string(),
-    }
 }
 
 /// Runs `on-request` of each policy in order, applying header edits, until

@@ -79,12 +79,7 @@ async fn connection(
 ) {
     let limits = &shared.limits;
     let Some(tls) = tls else {
-        let conn = Arc::new(ConnInfo {
-            client,
-            local,
-            listener,
-            tls: None,
-        });
+        let conn = Arc::new(ConnInfo::new(client, local, listener, None));
         serve_http(TokioIo::new(stream), conn, shared).await;
         return;
     };
@@ -134,12 +129,7 @@ async fn connection(
         client_chain,
         client_cert,
     };
-    let conn = Arc::new(ConnInfo {
-        client,
-        local,
-        listener,
-        tls: Some(info),
-    });
+    let conn = Arc::new(ConnInfo::new(client, local, listener, Some(info)));
     serve_http(TokioIo::new(stream), conn, shared).await;
 }
 

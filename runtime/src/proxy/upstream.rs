@@ -59,8 +59,8 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// This thread's client, created on first use.
-    fn client(&self) -> HttpClient {
+    /// Sends `req` through this thread's client (created on first use).
+    fn request(&self, req: Request<Body>) -> hyper_util::client::legacy::ResponseFuture {
         CLIENTS.with(|c| {
             let mut v = c.borrow_mut();
             if v.len() <= self.id {
@@ -75,7 +75,7 @@ impl Clients {
                         .pool_max_idle_per_host(self.max_idle)
                         .build(self.connector.clone())
                 })
-                .clone()
+                .request(req)
         })
     }
 }
@@ -194,43 +194,56 @@ impl Upstream {
         })
     }
 
-    /// The URI to send for a request path (already stripped if the API
-    /// strips its prefix) and query.
-    pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, Fault> {
-        let Target::Http {
-            scheme,
-            authority,
-            base_path,
-            ..
-        } = &self.target
-        else {
-            let pq = match query {
-                Some(q) => format!("{path}?{q}"),
-                None => path.to_string(),
-            };
-            return pq.parse().map_err(|e| {
-                Fault::bad_gateway(codes::UPSTREAM_UNREACHABLE, format!("bad path: {e}"))
-            });
+    /// The URI to send upstream for a request URI: the upstream's scheme
+    /// and authority, its base path, then the request's path (without the
+    /// API's prefix when the API strips it) and query. Without a base path
+    /// or stripping, the request's path and query are reused as they are.
+    pub fn uri_for(&self, original: &Uri, strip: Option<&str>) -> Result<Uri, Fault> {
+        let bad = |e: &dyn std::fmt::Display| {
+            Fault::bad_gateway(
+                codes::UPSTREAM_UNREACHABLE,
+                format!("cannot build the upstream URI: {e}"),
+            )
         };
-        let mut pq =
-            String::with_capacity(base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
-        pq.push_str(base_path);
-        pq.push_str(path);
-        if let Some(q) = query {
-            pq.push('?');
-            pq.push_str(q);
-        }
-        Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|e| {
-                Fault::bad_gateway(
-                    codes::UPSTREAM_UNREACHABLE,
-                    format!("cannot build the upstream URI: {e}"),
-                )
-            })
+        let strip = strip.filter(|p| !p.is_empty());
+        let (scheme, authority, base_path) = match &self.target {
+            Target::Http {
+                scheme,
+                authority,
+                base_path,
+                ..
+            } => (Some(scheme), Some(authority), base_path.as_str()),
+            Target::Echo => (None, None, ""),
+        };
+        let path_and_query = match original.path_and_query() {
+            Some(pq) if base_path.is_empty() && strip.is_none() => pq.clone(),
+            _ => {
+                let path = original.path();
+                let path = match strip {
+                    Some(prefix) => match &path[prefix.len().min(path.len())..] {
+                        "" => "/",
+                        rest => rest,
+                    },
+                    None => path,
+                };
+                let query = original.query();
+                let mut pq = String::with_capacity(
+                    base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+                );
+                pq.push_str(base_path);
+                pq.push_str(path);
+                if let Some(q) = query {
+                    pq.push('?');
+                    pq.push_str(q);
+                }
+                http::uri::PathAndQuery::try_from(pq).map_err(|e| bad(&e))?
+            }
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = scheme.cloned();
+        parts.authority = authority.cloned();
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).map_err(|e| bad(&e))
     }
 
     /// Sends a request and waits for the response head.
@@ -242,8 +255,7 @@ impl Upstream {
         match &self.target {
             Target::Echo => Ok(super::echo::respond(req).await),
             Target::Http { clients, .. } => {
-                let client = clients.client();
-                match tokio::time::timeout(self.request_timeout, client.request(req)).await {
+                match tokio::time::timeout(self.request_timeout, clients.request(req)).await {
                     Err(_) => Err(Fault::gateway_timeout(
                         &self.name,
                         self.request_timeout.as_millis() as u64,

@@ -64,7 +64,7 @@ impl Host for HostState {
     fn request_id(&mut self) -> String {
         self.exchange
             .as_deref()
-            .map(|e| e.request_id.clone())
+            .map(|e| e.request_id.to_string())
             .unwrap_or_default()
     }
 }

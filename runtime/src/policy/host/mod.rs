@@ -44,11 +44,61 @@ pub struct Exchange {
     /// The route the request matched.
     pub route: RouteInfo,
     /// The request id (also the `x-request-id` response header).
-    pub request_id: String,
+    pub request_id: RequestId,
     /// When the request arrived.
     pub started: Instant,
     /// Trace entries, when the request is traced.
     pub trace: Option<Vec<TraceEntry>>,
+}
+
+/// A request id: 16 lower-case hex digits, kept as a header value so that
+/// sending it (upstream, to the client) copies nothing.
+#[derive(Clone, Debug)]
+pub struct RequestId(http::HeaderValue);
+
+impl RequestId {
+    /// A fresh random id.
+    pub fn new() -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = fastrand::u64(..);
+        let mut buf = [0u8; 16];
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        RequestId(
+            http::HeaderValue::from_bytes(&buf)
+                .unwrap_or(http::HeaderValue::from_static("0000000000000000")),
+        )
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or("")
+    }
+
+    /// The id as a header value (a cheap reference-counted clone).
+    pub fn header(&self) -> http::HeaderValue {
+        self.0.clone()
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
 }
 
 /// The route a request matched.
