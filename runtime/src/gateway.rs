@@ -681,6 +681,9 @@ impl Workers {
     }
 }
 
+/// One worker's socket of one listener: name, config index, socket, TLS.
+type WorkerSocket = (String, usize, std::net::TcpListener, Option<Arc<TlsListener>>);
+
 /// A listening socket with `SO_REUSEPORT`, so each worker thread can have
 /// its own and the kernel spreads connections across them.
 fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -707,14 +710,7 @@ impl Gateway {
     /// A listener cannot bind (its name and address are in the message).
     pub fn spawn_workers(self, workers: usize) -> anyhow::Result<Workers> {
         let workers = workers.max(1);
-        let mut per_worker: Vec<
-            Vec<(
-                String,
-                usize,
-                std::net::TcpListener,
-                Option<Arc<TlsListener>>,
-            )>,
-        > = (0..workers).map(|_| Vec::new()).collect();
+        let mut per_worker: Vec<Vec<WorkerSocket>> = (0..workers).map(|_| Vec::new()).collect();
         let mut addresses = Vec::new();
         for (index, l) in self.listeners.into_iter().enumerate() {
             let mut addr = l.address;
