@@ -682,7 +682,12 @@ impl Workers {
 }
 
 /// One worker's socket of one listener: name, config index, socket, TLS.
-type WorkerSocket = (String, usize, std::net::TcpListener, Option<Arc<TlsListener>>);
+type WorkerSocket = (
+    String,
+    usize,
+    std::net::TcpListener,
+    Option<Arc<TlsListener>>,
+);
 
 /// A listening socket with `SO_REUSEPORT`, so each worker thread can have
 /// its own and the kernel spreads connections across them.

@@ -117,6 +117,7 @@ pub fn echo_handler() -> Handler {
             }
             let doc = serde_json::json!({
                 "method": parts.method.as_str(),
+                "target": parts.uri.to_string(),
                 "path": parts.uri.path(),
                 "query": parts.uri.query(),
                 "headers": headers,

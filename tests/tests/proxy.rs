@@ -65,7 +65,16 @@ async fn http1_over_tls_reaches_the_upstream_with_forwarding_headers() {
     let echo = r.json();
     assert_eq!(echo["path"], "/orders/7");
     assert_eq!(echo["query"], "x=1");
+    assert_eq!(
+        echo["target"], "/orders/7?x=1",
+        "origin-form request target"
+    );
     let h = &echo["headers"];
+    assert_eq!(
+        h["host"][0],
+        up.addr.to_string(),
+        "the upstream gets its own authority as Host"
+    );
     assert_eq!(h["x-forwarded-for"][0], "203.0.113.9, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"][0], "https");
     assert_eq!(

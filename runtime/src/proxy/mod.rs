@@ -7,6 +7,7 @@ pub mod echo;
 pub mod fault;
 pub mod headers;
 pub mod pipeline;
+pub mod pool;
 pub mod route;
 pub mod server;
 pub mod upstream;

@@ -1,83 +1,35 @@
-//! Upstreams: pooled keep-alive clients (hyper-util) over TCP or rustls,
-//! and the built-in echo responder.
+//! Upstreams: keep-alive connection pools (see [`super::pool`]) over TCP or
+//! rustls, and the built-in echo responder.
 
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
 
 use super::body::{boxed, Body};
 use super::fault::{codes, Fault};
+use super::pool::{Connector, SendError};
 use crate::config::{self, ConfigError, Source};
 
 /// Where an upstream sends requests.
-// One value per configured upstream, never moved on the request path: the
-// size difference between the variants does not matter.
-#[allow(clippy::large_enum_variant)]
 pub enum Target {
     /// A real HTTP(S) server.
     Http {
-        /// The pooled clients, one per worker thread.
-        clients: Clients,
+        /// Connections, pooled per worker thread.
+        connector: Box<Connector>,
         /// `http` or `https`.
         scheme: Scheme,
         /// `host:port`.
         authority: Authority,
         /// Path prefix from the URL, without a trailing slash.
         base_path: String,
+        /// The `Host` header sent upstream: the URL's authority.
+        host_header: http::HeaderValue,
     },
     /// The built-in echo responder.
     Echo,
-}
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
-
-static NEXT_CLIENT_ID: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// This thread's clients, indexed by [`Clients::id`].
-    static CLIENTS: RefCell<Vec<Option<HttpClient>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The keep-alive pools of one upstream: one per thread. A connection
-/// belongs to the thread (and runtime) that opened it, so a request never
-/// waits on another thread to drive its upstream connection, and the pools
-/// take no lock shared between threads.
-pub struct Clients {
-    id: usize,
-    connector: HttpsConnector<HttpConnector>,
-    idle_timeout: Duration,
-    max_idle: usize,
-}
-
-impl Clients {
-    /// Sends `req` through this thread's client (created on first use).
-    fn request(&self, req: Request<Body>) -> hyper_util::client::legacy::ResponseFuture {
-        CLIENTS.with(|c| {
-            let mut v = c.borrow_mut();
-            if v.len() <= self.id {
-                v.resize_with(self.id + 1, || None);
-            }
-            v[self.id]
-                .get_or_insert_with(|| {
-                    Client::builder(TokioExecutor::new())
-                        .pool_timer(TokioTimer::new())
-                        .timer(TokioTimer::new())
-                        .pool_idle_timeout(self.idle_timeout)
-                        .pool_max_idle_per_host(self.max_idle)
-                        .build(self.connector.clone())
-                })
-                .request(req)
-        })
-    }
 }
 
 /// A configured upstream.
@@ -154,37 +106,58 @@ impl Upstream {
         }
         let base_path = uri.path().trim_end_matches('/').to_string();
 
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_millis(c.connect_timeout_ms.max(1))));
-        let tls = crate::tls::client::build(c.tls.as_ref(), source, &path, errors)?;
-        let builder = HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_or_http();
-        let builder = match c.tls.as_ref().and_then(|t| t.server_name.as_ref()) {
-            Some(sn) => match ServerName::try_from(sn.clone()) {
-                Ok(n) => builder.with_server_name_resolver(FixedServerNameResolver::new(n)),
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
+        let tls = if scheme == Scheme::HTTPS {
+            let config = crate::tls::client::build(c.tls.as_ref(), source, &path, errors)?;
+            let name = c
+                .tls
+                .as_ref()
+                .and_then(|t| t.server_name.clone())
+                .unwrap_or_else(|| host.clone());
+            match ServerName::try_from(name.clone()) {
+                Ok(n) => Some((config, n)),
                 Err(e) => {
                     errors.push(ConfigError::new(
                         source,
                         format!("{path}.tls.server_name"),
-                        format!("`{sn}`: {e}"),
+                        format!("`{name}` is not a valid TLS server name: {e}"),
                     ));
                     return None;
                 }
-            },
-            None => builder,
+            }
+        } else {
+            None
         };
-        let connector = builder.enable_http1().wrap_connector(http);
+        let connector = Connector::new(
+            host,
+            port,
+            tls,
+            Duration::from_millis(c.connect_timeout_ms.max(1)),
+            Duration::from_millis(c.idle_timeout_ms.max(1)),
+            c.max_idle_connections,
+        );
         Some(Upstream {
             name: Arc::from(name),
             target: Target::Http {
-                clients: Clients {
-                    id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
-                    connector,
-                    idle_timeout: Duration::from_millis(c.idle_timeout_ms),
-                    max_idle: c.max_idle_connections,
+                connector: Box::new(connector),
+                host_header: match http::HeaderValue::from_str(authority.as_str()) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        errors.push(ConfigError::new(
+                            source,
+                            format!("{path}.url"),
+                            "the host is not a valid Host header",
+                        ));
+                        return None;
+                    }
                 },
                 scheme,
                 authority,
@@ -194,10 +167,11 @@ impl Upstream {
         })
     }
 
-    /// The URI to send upstream for a request URI: the upstream's scheme
-    /// and authority, its base path, then the request's path (without the
-    /// API's prefix when the API strips it) and query. Without a base path
-    /// or stripping, the request's path and query are reused as they are.
+    /// The request target to send upstream, in origin form (the authority
+    /// goes in `Host`): the upstream's base path, then the request's path
+    /// (without the API's prefix when the API strips it) and query. Without
+    /// a base path or stripping, the request's path and query are reused as
+    /// they are.
     pub fn uri_for(&self, original: &Uri, strip: Option<&str>) -> Result<Uri, Fault> {
         let bad = |e: &dyn std::fmt::Display| {
             Fault::bad_gateway(
@@ -206,14 +180,9 @@ impl Upstream {
             )
         };
         let strip = strip.filter(|p| !p.is_empty());
-        let (scheme, authority, base_path) = match &self.target {
-            Target::Http {
-                scheme,
-                authority,
-                base_path,
-                ..
-            } => (Some(scheme), Some(authority), base_path.as_str()),
-            Target::Echo => (None, None, ""),
+        let base_path = match &self.target {
+            Target::Http { base_path, .. } => base_path.as_str(),
+            Target::Echo => "",
         };
         let path_and_query = match original.path_and_query() {
             Some(pq) if base_path.is_empty() && strip.is_none() => pq.clone(),
@@ -240,8 +209,6 @@ impl Upstream {
             }
         };
         let mut parts = http::uri::Parts::default();
-        parts.scheme = scheme.cloned();
-        parts.authority = authority.cloned();
         parts.path_and_query = Some(path_and_query);
         Uri::from_parts(parts).map_err(|e| bad(&e))
     }
@@ -254,8 +221,15 @@ impl Upstream {
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, Fault> {
         match &self.target {
             Target::Echo => Ok(super::echo::respond(req).await),
-            Target::Http { clients, .. } => {
-                match tokio::time::timeout(self.request_timeout, clients.request(req)).await {
+            Target::Http {
+                connector,
+                host_header,
+                ..
+            } => {
+                let mut req = req;
+                req.headers_mut()
+                    .insert(http::header::HOST, host_header.clone());
+                match tokio::time::timeout(self.request_timeout, connector.send(req)).await {
                     Err(_) => Err(Fault::gateway_timeout(
                         &self.name,
                         self.request_timeout.as_millis() as u64,
@@ -267,34 +241,43 @@ impl Upstream {
         }
     }
 
-    fn explain(&self, e: &hyper_util::client::legacy::Error) -> Fault {
-        let mut tls: Option<String> = None;
-        let mut chain = Vec::new();
-        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        while let Some(s) = src {
-            if tls.is_none() {
-                tls = find_rustls_error(s).map(|r| explain_tls(r, &self.name));
+    fn explain(&self, e: &SendError) -> Fault {
+        match e {
+            SendError::Tls(io) => {
+                let why = match find_rustls_error(io) {
+                    Some(r) => explain_tls(r, &self.name),
+                    None => io.to_string(),
+                };
+                Fault::bad_gateway(
+                    codes::UPSTREAM_TLS,
+                    format!("TLS handshake with upstream `{}` failed: {why}", self.name),
+                )
             }
-            let text = s.to_string();
-            if chain.last() != Some(&text) {
-                chain.push(text);
+            SendError::Connect(io) => Fault::bad_gateway(
+                codes::UPSTREAM_UNREACHABLE,
+                format!("cannot connect to upstream `{}`: {io}", self.name),
+            ),
+            SendError::ConnectTimeout(d) => Fault::bad_gateway(
+                codes::UPSTREAM_UNREACHABLE,
+                format!(
+                    "cannot connect to upstream `{}`: no connection within {} ms",
+                    self.name,
+                    d.as_millis()
+                ),
+            ),
+            SendError::Http(h) => {
+                let mut detail = h.to_string();
+                let mut src = std::error::Error::source(h);
+                while let Some(s) = src {
+                    detail.push_str(": ");
+                    detail.push_str(&s.to_string());
+                    src = s.source();
+                }
+                Fault::bad_gateway(
+                    codes::UPSTREAM_UNREACHABLE,
+                    format!("upstream `{}` failed: {detail}", self.name),
+                )
             }
-            src = s.source();
-        }
-        let detail = chain.join(": ");
-        match tls {
-            Some(t) => Fault::bad_gateway(
-                codes::UPSTREAM_TLS,
-                format!("TLS handshake with upstream `{}` failed: {t}", self.name),
-            ),
-            None if e.is_connect() => Fault::bad_gateway(
-                codes::UPSTREAM_UNREACHABLE,
-                format!("cannot connect to upstream `{}`: {detail}", self.name),
-            ),
-            None => Fault::bad_gateway(
-                codes::UPSTREAM_UNREACHABLE,
-                format!("upstream `{}` failed: {detail}", self.name),
-            ),
         }
     }
 }

@@ -49,7 +49,8 @@ pub fn build(
             return None;
         }
     };
-    // ALPN is left empty: the connector sets it from the enabled protocols.
-    let config = builder.with_root_certificates(roots).with_no_client_auth();
+    // The gateway speaks HTTP/1.1 to upstreams.
+    let mut config = builder.with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Some(Arc::new(config))
 }

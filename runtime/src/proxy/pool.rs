@@ -1,0 +1,175 @@
+//! Upstream connections: a keep-alive pool per upstream *per worker
+//! thread*.
+//!
+//! A connection belongs to the thread (and single-threaded runtime) that
+//! opened it, so the pool is a plain `Vec` in a thread-local: no lock, no
+//! shared map, no cross-thread wake-up. Senders go back to the pool as soon
+//! as the response head arrives; one whose previous response is still
+//! streaming is simply not ready yet and is skipped.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::body::Body;
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+thread_local! {
+    /// This thread's pools, indexed by [`Connector::id`].
+    static POOLS: RefCell<Vec<Vec<Idle>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Why a request to an upstream failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// TCP connect failed.
+    Connect(std::io::Error),
+    /// TCP connect plus TLS handshake took longer than the connect timeout.
+    ConnectTimeout(Duration),
+    /// The TLS handshake failed (the rustls error is inside).
+    Tls(std::io::Error),
+    /// The HTTP exchange failed.
+    Http(hyper::Error),
+}
+
+/// How to reach one upstream, and its per-thread pools.
+pub struct Connector {
+    id: usize,
+    host: String,
+    port: u16,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+impl Connector {
+    /// A connector to `host:port`, over TLS when `tls` is given.
+    pub fn new(
+        host: String,
+        port: u16,
+        tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> Self {
+        Connector {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            host,
+            port,
+            tls: tls.map(|(cfg, name)| (TlsConnector::from(cfg), name)),
+            connect_timeout,
+            idle_timeout,
+            max_idle: max_idle.max(1),
+        }
+    }
+
+    /// Sends `req` on a pooled connection, or a new one. A request that a
+    /// pooled connection could not even start (the upstream had closed it)
+    /// is retried once on a new connection.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+        let req = match self.checkout() {
+            Some(mut sender) => match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.checkin(sender);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(req) => req,
+                    None => return Err(SendError::Http(e.into_error())),
+                },
+            },
+            None => req,
+        };
+        let mut sender = self.connect().await?;
+        let resp = sender.send_request(req).await.map_err(SendError::Http)?;
+        self.checkin(sender);
+        Ok(resp)
+    }
+
+    fn checkout(&self) -> Option<SendRequest<Body>> {
+        POOLS.with(|p| {
+            let mut pools = p.borrow_mut();
+            let pool = pools.get_mut(self.id)?;
+            let now = Instant::now();
+            pool.retain(|i| {
+                !i.sender.is_closed() && now.duration_since(i.since) < self.idle_timeout
+            });
+            // Most recently used first: its connection is the warmest.
+            let pos = pool.iter().rposition(|i| i.sender.is_ready())?;
+            Some(pool.swap_remove(pos).sender)
+        })
+    }
+
+    fn checkin(&self, sender: SendRequest<Body>) {
+        POOLS.with(|p| {
+            let mut pools = p.borrow_mut();
+            if pools.len() <= self.id {
+                pools.resize_with(self.id + 1, Vec::new);
+            }
+            let pool = &mut pools[self.id];
+            if pool.len() < self.max_idle {
+                pool.push(Idle {
+                    sender,
+                    since: Instant::now(),
+                });
+            }
+            // Otherwise the sender is dropped: its connection closes once
+            // the response in flight is done.
+        })
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
+        let connecting = async {
+            let tcp = TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(SendError::Connect)?;
+            let _ = tcp.set_nodelay(true);
+            match &self.tls {
+                None => handshake(TokioIo::new(tcp)).await,
+                Some((connector, name)) => {
+                    let tls = connector
+                        .connect(name.clone(), tcp)
+                        .await
+                        .map_err(SendError::Tls)?;
+                    handshake(TokioIo::new(tls)).await
+                }
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::ConnectTimeout(self.connect_timeout)),
+        }
+    }
+}
+
+async fn handshake<I>(io: TokioIo<I>) -> Result<SendRequest<Body>, SendError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(SendError::Http)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("upstream connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
