@@ -7,6 +7,9 @@ use gatehouse_tests::{api_key_wasm, misbehave_wasm, upstream, Client, Gw, TempDi
 async fn gateway(yaml_after_upstreams: &str) -> (Gw, upstream::Upstream) {
     let up = upstream::echo().await;
     let dir = TempDir::new("policies");
+    // A file for the named-values test (`file:` sources are relative to
+    // the config file).
+    dir.write("greeting.txt", "hello\n");
     let yaml = format!(
         "listeners: [{{name: plain, address: \"127.0.0.1:0\"}}]\nupstreams: {{app: {{url: \"http://{}\"}}}}\n{yaml_after_upstreams}",
         up.addr
@@ -213,12 +216,12 @@ apis:
 }
 
 #[tokio::test]
-async fn named_values_from_config_and_environment() {
+async fn named_values_from_config_environment_and_files() {
     std::env::set_var("GATEHOUSE_TEST_TENANT", "from-env");
     let (gw, _up) = gateway(
         r#"
 named_values:
-  greeting: {value: hello}
+  greeting: {file: greeting.txt}
   tenant: {env: GATEHOUSE_TEST_TENANT}
 apis:
   - name: app

@@ -449,3 +449,57 @@ async fn plain_listener_speaks_h2c_prior_knowledge() {
     assert_eq!(r.status, 200);
     assert_eq!(r.version, http::Version::HTTP_2);
 }
+
+#[tokio::test]
+async fn a_slow_request_head_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream::echo().await;
+    let dir = TempDir::new("slowloris");
+    let yaml = format!(
+        "listeners: [{{name: plain, address: \"127.0.0.1:0\"}}]\nlimits: {{header_read_timeout_ms: 200}}\nupstreams: {{app: {{url: \"http://{}\"}}}}\napis: [{{name: app, path: /, upstream: app}}]\n",
+        up.addr
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr("plain"))
+        .await
+        .unwrap();
+    // Half a request head, then nothing.
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: gw\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    // The gateway closes the connection (well before this bound).
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the connection stayed open past the header read timeout"
+    );
+    // A complete request on a new connection is still served.
+    assert_eq!(
+        Client::plain(gw.addr("plain")).get("/", &[]).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_embedded_quickstart_passes_and_refuses() {
+    let (mut config, source) =
+        gatehouse::config::quickstart().expect("the embedded quickstart parses");
+    // Same config, on a free port.
+    config.listeners[0].address = "127.0.0.1:0".into();
+    let gw = gatehouse::Gateway::build(&config, &source).expect("the quickstart builds");
+    let running = gw.start().await.unwrap();
+    let addr = running.addresses[0].1;
+    let c = Client::plain(addr);
+    let ok = c.get("/hello", &[("x-tenant", "acme")]).await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.header("x-powered-by"), Some("gatehouse"));
+    assert_eq!(ok.json()["headers"]["x-gateway-route"], "hello");
+    let f = c
+        .get("/hello", &[])
+        .await
+        .assert_fault(400, "policy.check-header.missing");
+    assert_eq!(f["detail"], "X-Tenant is required");
+    assert_eq!(c.get("/teapot", &[]).await.status, 418);
+    running.shutdown().await;
+}
