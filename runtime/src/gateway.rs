@@ -645,6 +645,7 @@ fn clone_limits(l: &Limits) -> Limits {
         max_request_headers: l.max_request_headers,
         header_read_timeout_ms: l.header_read_timeout_ms,
         tls_handshake_timeout_ms: l.tls_handshake_timeout_ms,
+        shutdown_grace_ms: l.shutdown_grace_ms,
     }
 }
 

@@ -503,3 +503,30 @@ async fn the_embedded_quickstart_passes_and_refuses() {
     assert_eq!(c.get("/teapot", &[]).await.status, 418);
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_lets_requests_in_flight_finish() {
+    let slow: upstream::Handler = Arc::new(|_req| {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Response::new(upstream::full("finished"))
+        })
+    });
+    let up = upstream::start(slow).await;
+    let dir = TempDir::new("drain");
+    let yaml = format!(
+        "listeners: [{{name: plain, address: \"127.0.0.1:0\"}}]\nupstreams: {{app: {{url: \"http://{}\"}}}}\napis: [{{name: app, path: /, upstream: app}}]\n",
+        up.addr
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let addr = gw.addr("plain");
+    let in_flight = tokio::spawn(async move { Client::plain(addr).get("/", &[]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Shut down while the request waits for the upstream.
+    gw.running.shutdown().await;
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.body[..], b"finished");
+    // And nothing accepts any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

@@ -293,6 +293,10 @@ pub struct Limits {
     /// Time allowed for a TLS handshake, in milliseconds. Default 10000.
     #[serde(default = "default_header_timeout")]
     pub tls_handshake_timeout_ms: u64,
+    /// On shutdown, how long requests in flight may take to finish, in
+    /// milliseconds; idle connections close at once. Default 10000.
+    #[serde(default = "default_header_timeout")]
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for Limits {
@@ -302,6 +306,7 @@ impl Default for Limits {
             max_request_headers: default_max_headers(),
             header_read_timeout_ms: default_header_timeout(),
             tls_handshake_timeout_ms: default_header_timeout(),
+            shutdown_grace_ms: default_header_timeout(),
         }
     }
 }

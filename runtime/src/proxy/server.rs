@@ -8,6 +8,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::LazyConfigAcceptor;
@@ -36,8 +37,11 @@ impl BoundListener {
     }
 }
 
-/// Accepts connections until `shutdown` turns true.
+/// Accepts connections until `shutdown` turns true, then lets the open
+/// connections finish: idle keep-alive connections close at once, requests
+/// in flight complete, for at most `limits.shutdown_grace_ms`.
 pub async fn serve(bl: BoundListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
     let local = match bl.listener.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -63,9 +67,22 @@ pub async fn serve(bl: BoundListener, shared: Arc<Shared>, mut shutdown: watch::
         let shared = shared.clone();
         let tls = bl.tls.clone();
         let index = bl.index;
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            connection(stream, client, local, index, tls, shared).await;
+            connection(stream, client, local, index, tls, shared, watcher).await;
         });
+    }
+    drop(bl.listener);
+    let grace = Duration::from_millis(shared.limits.shutdown_grace_ms);
+    let open = graceful.count();
+    if open > 0 {
+        tracing::info!(listener = %bl.name, open, "draining connections");
+    }
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(listener = %bl.name, "connections still open after {} ms; closing them", grace.as_millis());
     }
 }
 
@@ -76,11 +93,12 @@ async fn connection(
     listener: usize,
     tls: Option<Arc<TlsListener>>,
     shared: Arc<Shared>,
+    watcher: Watcher,
 ) {
     let limits = &shared.limits;
     let Some(tls) = tls else {
         let conn = Arc::new(ConnInfo::new(client, local, listener, None));
-        serve_http(TokioIo::new(stream), conn, shared).await;
+        serve_http(TokioIo::new(stream), conn, shared, watcher).await;
         return;
     };
     let handshake = Duration::from_millis(limits.tls_handshake_timeout_ms.max(1));
@@ -130,10 +148,10 @@ async fn connection(
         client_cert,
     };
     let conn = Arc::new(ConnInfo::new(client, local, listener, Some(info)));
-    serve_http(TokioIo::new(stream), conn, shared).await;
+    serve_http(TokioIo::new(stream), conn, shared, watcher).await;
 }
 
-async fn serve_http<I>(io: TokioIo<I>, conn: Arc<ConnInfo>, shared: Arc<Shared>)
+async fn serve_http<I>(io: TokioIo<I>, conn: Arc<ConnInfo>, shared: Arc<Shared>, watcher: Watcher)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -156,7 +174,7 @@ where
     let svc_shared = shared.clone();
     let service =
         service_fn(move |req| super::pipeline::handle(svc_shared.clone(), conn.clone(), req));
-    if let Err(e) = builder.serve_connection(io, service).await {
+    if let Err(e) = watcher.watch(builder.serve_connection(io, service)).await {
         tracing::debug!("connection ended: {e}");
     }
 }
