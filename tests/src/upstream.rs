@@ -34,7 +34,15 @@ pub fn full(b: impl Into<Bytes>) -> RespBody {
 pub struct Upstream {
     /// Its address.
     pub addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// How many TCP connections it has accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Drop for Upstream {
@@ -54,11 +62,14 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
         .await
         .expect("bind upstream");
     let addr = listener.local_addr().expect("upstream addr");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let handler = handler.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
@@ -85,7 +96,11 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
             });
         }
     });
-    Upstream { addr, task }
+    Upstream {
+        addr,
+        accepted,
+        task,
+    }
 }
 
 /// An upstream that answers with a JSON echo of the request: method,

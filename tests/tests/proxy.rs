@@ -530,3 +530,25 @@ async fn shutdown_lets_requests_in_flight_finish() {
     // And nothing accepts any more.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let up = upstream::echo().await;
+    let (gw, pki) = tls_gateway(&format!("http://{}", up.addr), "").await;
+    let client = Client::tls(gw.addr("tls"), pki.roots(), "test.com", false);
+    let mut conn = client.connect().await;
+    for i in 0..20 {
+        let r = conn
+            .request("GET", &client.authority(), &format!("/n/{i}"), &[], b"")
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    // Sequential requests from one client ride one pooled upstream
+    // connection (a second may appear if the test runtime moved the task
+    // to another worker thread: each worker keeps its own pool).
+    assert!(
+        up.connections() <= 2,
+        "{} upstream connections for 20 sequential requests",
+        up.connections()
+    );
+}

@@ -28,8 +28,14 @@ use crate::config::Secrets;
 use bindings::{Decision, Phases, Policy as PolicyWorld, PolicyPre};
 pub use host::{Exchange, HostState, RequestId, RouteInfo, TraceEntry};
 
-/// How long one epoch tick lasts. Deadlines are counted in ticks.
-const TICK: Duration = Duration::from_millis(1);
+/// How long one epoch tick lasts. Deadlines are counted in ticks, rounded
+/// up: a call may run up to one tick past its deadline.
+const TICK: Duration = Duration::from_millis(5);
+
+/// The epoch deadline, in ticks, for `ms` milliseconds.
+fn ticks(ms: u64) -> u64 {
+    ms.div_ceil(TICK.as_millis() as u64).max(1)
+}
 
 /// Why a policy call failed (as opposed to the policy refusing).
 #[derive(Debug, thiserror::Error)]
@@ -296,7 +302,7 @@ impl PolicyPool {
         );
         store.limiter(|s| &mut s.limiter);
         // Construction may compile expressions: allow it ten call deadlines.
-        store.set_epoch_deadline(settings.call_deadline_ms.saturating_mul(10));
+        store.set_epoch_deadline(ticks(settings.call_deadline_ms.saturating_mul(10)));
         store.epoch_deadline_trap();
         let bindings = self.pre.instantiate(&mut store).map_err(|e| {
             if e.downcast_ref::<Trap>().is_some() {
@@ -408,7 +414,7 @@ impl PolicyPool {
         };
         inst.store.data_mut().exchange = Some(ex);
         inst.store
-            .set_epoch_deadline(self.runtime.settings.call_deadline_ms);
+            .set_epoch_deadline(ticks(self.runtime.settings.call_deadline_ms));
         let result = f(&mut inst);
         let ex = inst.store.data_mut().exchange.take();
         let ex = match ex {
