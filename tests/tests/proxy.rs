@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 async fn tls_gateway(upstream_url: &str, extra: &str) -> (Gw, Pki) {
     let dir = TempDir::new("proxy");
     let pki = Pki::new("Test CA");
-    pki.server(&dir, "server", &["test.com", "*.test.com"]);
+    pki.server(&dir, "server", &["test.com", "*.test.com", "127.0.0.1"]);
     pki.server(&dir, "other", &["other.example"]);
     let yaml = format!(
         r#"
@@ -150,6 +150,12 @@ async fn sni_selects_the_host_certificate() {
     // The client verifies the certificate against the SNI it sends: this
     // only succeeds if the gateway chose the `other.example` certificate.
     let r = Client::tls(gw.addr("tls"), pki.roots(), "other.example", false)
+        .get("/", &[])
+        .await;
+    assert_eq!(r.status, 200);
+    // A client that connects by IP address sends no SNI: it gets the first
+    // host, and a Host that no TLS host names is left to routing (no 421).
+    let r = Client::tls(gw.addr("tls"), pki.roots(), "127.0.0.1", false)
         .get("/", &[])
         .await;
     assert_eq!(r.status, 200);

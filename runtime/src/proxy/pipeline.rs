@@ -116,12 +116,13 @@ async fn process(
         return fail(global, ex, f);
     }
 
-    // The authority must belong to the TLS host the connection was made
-    // for: a client reusing an HTTP/2 connection for another host would
-    // otherwise bypass that host's TLS settings.
+    // The authority must not belong to another TLS host of the listener
+    // than the one the connection was made for: a client reusing an HTTP/2
+    // connection for another host would otherwise bypass that host's TLS
+    // settings (certificate, and client-certificate requirements).
     if let Some(tls) = &ex.conn.tls {
         if let Some(Some(listener)) = shared.tls.get(ex.conn.listener) {
-            if !host.is_empty() && !listener.host_serves(tls.host_index, &host) {
+            if !host.is_empty() && listener.misdirected(tls.host_index, &host) {
                 let f = Fault::misdirected(&host, tls.sni.as_deref());
                 return fail(global, ex, f);
             }

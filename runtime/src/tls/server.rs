@@ -143,4 +143,18 @@ impl TlsListener {
             .get(index)
             .is_some_and(|h| h.names.iter().any(|p| name_matches(p, host)))
     }
+
+    /// Whether a request for `host` on a connection made for host entry
+    /// `index` is misdirected: another host entry of this listener serves
+    /// `host`, with its own certificate and TLS settings, and this one does
+    /// not. A host that no entry names is left to routing, so a client that
+    /// connected by IP address (no SNI) is not refused for that alone.
+    pub fn misdirected(&self, index: usize, host: &str) -> bool {
+        !self.host_serves(index, host)
+            && self
+                .hosts
+                .iter()
+                .enumerate()
+                .any(|(i, h)| i != index && h.names.iter().any(|p| name_matches(p, host)))
+    }
 }
