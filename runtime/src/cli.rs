@@ -27,6 +27,18 @@ pub enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Write a new custom policy crate (DIR/NAME) to build with the guest SDK.
+    NewPolicy {
+        /// The policy's name: lower-case letters, digits and `-`.
+        name: String,
+        /// Where to create it. Default: the current directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The guest SDK's directory. Default: the one of the source tree
+        /// this binary was built from.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Load and validate a config, construct every policy, and print the
     /// effective chain of every API and operation. Exits 1 on any problem.
     Check {
@@ -52,6 +64,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(config),
+        Command::NewPolicy { name, dir, sdk } => new_policy(&name, &dir, sdk),
         Command::Run { config, workers } => run(config, workers),
     }
 }
@@ -82,6 +95,27 @@ fn check(config: Option<PathBuf>) -> ExitCode {
                 errors.0.len(),
                 if errors.0.len() == 1 { "" } else { "s" }
             );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn new_policy(name: &str, dir: &std::path::Path, sdk: Option<PathBuf>) -> ExitCode {
+    let Some(sdk) = sdk.or_else(crate::scaffold::default_sdk) else {
+        eprintln!("error: cannot find the guest SDK; pass --sdk PATH (the guest-sdk directory of a Gatehouse checkout)");
+        return ExitCode::FAILURE;
+    };
+    match crate::scaffold::new_policy(name, dir, &sdk) {
+        Ok(root) => {
+            println!("created {}", root.display());
+            println!(
+                "  cd {} && cargo test && cargo build --release --target wasm32-wasip2",
+                root.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -16,7 +16,8 @@
 //!   upstream clients ([`proxy::upstream`]) and faults ([`proxy::fault`]).
 //! - [`policy`]: the wasmtime engine, compiled-component cache, instance
 //!   pools and the host side of the `gatehouse:policy` WIT world.
-//! - [`cli`]: `gatehouse run`, `check`, `--help`, `--version`.
+//! - [`cli`]: `gatehouse run`, `check`, `new-policy`, `--help`, `--version`.
+//! - [`scaffold`]: the crate `gatehouse new-policy` writes.
 //!
 //! How a request flows: see [`proxy::pipeline`].
 
@@ -25,6 +26,7 @@ pub mod config;
 pub mod gateway;
 pub mod policy;
 pub mod proxy;
+pub mod scaffold;
 pub mod tls;
 
 pub use gateway::{Gateway, Running};

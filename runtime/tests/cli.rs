@@ -171,3 +171,101 @@ fn run_serves_until_stopped() {
     );
     assert!(log.contains("status=400"), "{log}");
 }
+
+/// `gatehouse new-policy` writes a crate that passes its own test, builds
+/// to a component, and loads in the gateway.
+#[test]
+fn new_policy_scaffold_tests_builds_and_loads() {
+    let dir = temp_dir("scaffold");
+    let _ = std::fs::remove_dir_all(dir.join("tenant-guard"));
+    let out = gatehouse()
+        .args(["new-policy", "tenant-guard", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = dir.join("tenant-guard");
+    for f in ["Cargo.toml", "src/lib.rs", "README.md"] {
+        assert!(root.join(f).is_file(), "{f} was not written");
+    }
+    // Refuses to overwrite, and refuses bad names.
+    let again = gatehouse()
+        .args(["new-policy", "tenant-guard", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let bad = gatehouse()
+        .args(["new-policy", "Bad_Name", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a policy name"));
+
+    // A target directory shared between runs keeps this quick after the first.
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold-test");
+    let cargo = |args: &[&str]| {
+        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.current_dir(&root)
+            .args(args)
+            .env("CARGO_TARGET_DIR", &target);
+        for v in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_BUILD_TARGET",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+        ] {
+            c.env_remove(v);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "cargo {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tested = cargo(&["test", "--offline", "--release"]);
+    assert!(
+        tested.contains("test tests::passes_with_the_header_and_refuses_without ... ok"),
+        "{tested}"
+    );
+    cargo(&[
+        "build",
+        "--offline",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+    ]);
+    let wasm = target.join("wasm32-wasip2/release/tenant_guard.wasm");
+    assert!(wasm.is_file());
+
+    let cfg = dir.join("scaffold.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listeners: [{{name: a, address: \"127.0.0.1:0\"}}]\nupstreams: {{app: {{url: \"builtin:echo\"}}}}\ncustom_policies:\n  tenant-guard: {{wasm: \"{}\"}}\napis: [{{name: x, path: /, upstream: app, policies: {{inbound: [{{tenant-guard: {{header: X-Tenant}}}}]}}}}]\n",
+            wasm.display()
+        ),
+    )
+    .unwrap();
+    let out = gatehouse()
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("inbound:  tenant-guard"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -94,7 +94,8 @@ pub struct Upstream {
     /// Default 30000.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_ms: u64,
-    /// Idle keep-alive connections kept per upstream. Default 64.
+    /// Keep-alive connections each worker thread keeps for reuse, per
+    /// upstream; 0 keeps none. Default 64.
     #[serde(default = "default_max_idle")]
     pub max_idle_connections: usize,
     /// Idle connections are closed after this many milliseconds. Default 90000.

@@ -75,7 +75,7 @@ impl Connector {
             tls: tls.map(|(cfg, name)| (TlsConnector::from(cfg), name)),
             connect_timeout,
             idle_timeout,
-            max_idle: max_idle.max(1),
+            max_idle,
         }
     }
 
