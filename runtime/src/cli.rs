@@ -87,14 +87,7 @@ fn check(config: Option<PathBuf>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("error: {e}");
-            }
-            eprintln!(
-                "{} problem{} found",
-                errors.0.len(),
-                if errors.0.len() == 1 { "" } else { "s" }
-            );
+            print_problems(&errors, "found");
             ExitCode::FAILURE
         }
     }
@@ -121,6 +114,15 @@ fn new_policy(name: &str, dir: &std::path::Path, sdk: Option<PathBuf>) -> ExitCo
     }
 }
 
+/// Prints every problem, then `N problem(s) <what>`.
+fn print_problems(errors: &crate::config::ConfigErrors, what: &str) {
+    for e in &errors.0 {
+        eprintln!("error: {e}");
+    }
+    let n = errors.0.len();
+    eprintln!("{n} problem{} {what}", if n == 1 { "" } else { "s" });
+}
+
 fn show(v: &[String]) -> String {
     if v.is_empty() {
         "(none)".into()
@@ -134,14 +136,7 @@ fn run(config: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
     let (gw, source) = match crate::gateway::load(config.as_deref()) {
         Ok(g) => g,
         Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("error: {e}");
-            }
-            eprintln!(
-                "not started: {} problem{} in the config",
-                errors.0.len(),
-                if errors.0.len() == 1 { "" } else { "s" }
-            );
+            print_problems(&errors, "in the config; not started");
             return ExitCode::FAILURE;
         }
     };
