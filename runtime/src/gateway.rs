@@ -446,6 +446,7 @@ impl Gateway {
 
         let mut apis = Vec::new();
         let mut api_names = std::collections::HashSet::new();
+        let mut api_keys: HashMap<(Vec<String>, String), String> = HashMap::new();
         for (i, a) in config.apis.iter().enumerate() {
             let path = format!("apis[{i}]");
             if !api_names.insert(a.name.clone()) {
@@ -461,6 +462,30 @@ impl Gateway {
                     format!("{path}.path"),
                     format!("`{}` must start with `/`", a.path),
                 ));
+            }
+            for (j, h) in a.hosts.iter().enumerate() {
+                if h.contains(':') || h.contains('/') || h.is_empty() {
+                    errors.push(ConfigError::new(
+                        source,
+                        format!("{path}.hosts[{j}]"),
+                        format!("`{h}` is not a host name (no port, no scheme): e.g. api.test.com or *.test.com"),
+                    ));
+                }
+            }
+            // Two APIs with the same hosts and path: the second could never
+            // be reached.
+            let mut key_hosts: Vec<String> =
+                a.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+            key_hosts.sort();
+            let key = (key_hosts, a.path.trim_end_matches('/').to_string());
+            if let Some(first) = api_keys.get(&key) {
+                errors.push(ConfigError::new(
+                    source,
+                    format!("{path}.path"),
+                    format!("API `{first}` already serves `{}` on the same hosts; this one could never be reached", a.path),
+                ));
+            } else {
+                api_keys.insert(key, a.name.clone());
             }
             let upstream = upstreams.get(&a.upstream).cloned();
             if upstream.is_none() && !config.upstreams.contains_key(&a.upstream) {

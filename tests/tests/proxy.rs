@@ -558,3 +558,90 @@ async fn upstream_connections_are_kept_alive_and_reused() {
         up.connections()
     );
 }
+
+/// A request must be routed, checked and forwarded as one and the same
+/// path: `/public/../admin` may not skip the admin API's policies.
+#[tokio::test]
+async fn paths_are_normalised_before_routing_and_forwarding() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream::echo().await;
+    let dir = TempDir::new("normalise");
+    let yaml = format!(
+        r#"
+listeners: [{{name: plain, address: "127.0.0.1:0"}}]
+upstreams: {{app: {{url: "http://{}"}}}}
+apis:
+  - {{name: public, path: /public, upstream: app}}
+  - name: admin
+    path: /admin
+    upstream: app
+    policies:
+      inbound:
+        - check-header: {{name: x-admin-token}}
+"#,
+        up.addr
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let c = Client::plain(gw.addr("plain"));
+    for sneaky in [
+        "/public/../admin/users",
+        "/%61dmin/users",
+        "//admin/users",
+        "/public/%2e%2e/admin/users",
+        "/public/./../admin/users",
+    ] {
+        c.get(sneaky, &[])
+            .await
+            .assert_fault(400, "policy.check-header.missing");
+    }
+    let r = c.get("/admin/./users", &[("x-admin-token", "t")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["path"],
+        "/admin/users",
+        "the upstream gets the normalised path"
+    );
+    let r = c.get("/public/a/../b?q=1", &[]).await;
+    assert_eq!(r.json()["target"], "/public/b?q=1");
+    c.get("/public/a%2Fb", &[])
+        .await
+        .assert_fault(400, "request.invalid-path");
+    c.request("TRACE", "/public", &[], b"")
+        .await
+        .assert_fault(501, "request.method-not-supported");
+
+    // HTTP/1.1 without Host is refused; with two Host headers too.
+    for head in [
+        "GET /public HTTP/1.1\r\nconnection: close\r\n\r\n",
+        "GET /public HTTP/1.1\r\nhost: a\r\nhost: b\r\nconnection: close\r\n\r\n",
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(gw.addr("plain"))
+            .await
+            .unwrap();
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut reply = String::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut reply))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+        assert!(reply.contains("request.invalid-host"), "{reply}");
+    }
+}
+
+#[tokio::test]
+async fn a_clients_own_forwarded_host_claim_is_not_passed_on() {
+    let up = upstream::echo().await;
+    let dir = TempDir::new("xfh");
+    let yaml = format!(
+        "listeners: [{{name: plain, address: \"127.0.0.1:0\"}}]\nupstreams: {{app: {{url: \"http://{}\"}}}}\napis: [{{name: app, path: /, upstream: app}}]\n",
+        up.addr
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let r = Client::plain(gw.addr("plain"))
+        .get("/", &[("x-forwarded-host", "evil.example")])
+        .await;
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-forwarded-host"][0], gw.addr("plain").to_string());
+    assert_eq!(h["x-forwarded-host"].as_array().unwrap().len(), 1);
+}

@@ -80,7 +80,9 @@ impl Policy for CheckHeader {
         if present.is_empty() {
             return self.refuse("missing", format!("header `{}` is required", self.name));
         }
-        let allowed = present.iter().any(|v| {
+        // Every line of the header must carry an allowed value: an
+        // upstream may read any one of them (often the first).
+        let allowed = present.iter().all(|v| {
             if self.ignore_case {
                 self.values.contains(&v.to_lowercase())
             } else {
@@ -160,12 +162,20 @@ mod tests {
     }
 
     #[test]
-    fn any_of_several_values_passes() {
-        let p: CheckHeader = testkit::build(r#"{"name":"x-env","values":["b"]}"#).unwrap();
-        let req = TestRequest::get("/")
-            .header("x-env", "a")
-            .header("x-env", "b");
-        assert!(testkit::on_request(&p, &req).is_continue());
+    fn every_line_of_the_header_must_be_allowed() {
+        let p: CheckHeader =
+            testkit::build(r#"{"name":"x-env","values":["prod","test"]}"#).unwrap();
+        let both_allowed = TestRequest::get("/")
+            .header("x-env", "test")
+            .header("x-env", "prod");
+        assert!(testkit::on_request(&p, &both_allowed).is_continue());
+        let one_not = TestRequest::get("/")
+            .header("x-env", "evil")
+            .header("x-env", "prod");
+        assert_eq!(
+            refused(testkit::on_request(&p, &one_not)).code,
+            "policy.check-header.value"
+        );
     }
 
     #[test]

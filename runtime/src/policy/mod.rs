@@ -148,7 +148,10 @@ impl PolicyRuntime {
             linker,
             settings,
         });
-        spawn_ticker(Arc::downgrade(&rt));
+        // Without the ticker no call would ever hit its deadline: refuse to
+        // start rather than run policies unbounded.
+        spawn_ticker(Arc::downgrade(&rt))
+            .map_err(|e| anyhow::anyhow!("cannot start the policy deadline thread: {e}"))?;
         Ok(rt)
     }
 
@@ -220,10 +223,10 @@ impl PolicyRuntime {
     }
 }
 
-fn spawn_ticker(rt: Weak<PolicyRuntime>) {
+fn spawn_ticker(rt: Weak<PolicyRuntime>) -> std::io::Result<()> {
     let engine = match rt.upgrade() {
         Some(r) => r.engine.weak(),
-        None => return,
+        None => return Ok(()),
     };
     let spawned = std::thread::Builder::new()
         .name("gatehouse-epoch".into())
@@ -237,9 +240,7 @@ fn spawn_ticker(rt: Weak<PolicyRuntime>) {
                 None => break,
             }
         });
-    if let Err(e) = spawned {
-        tracing::error!("cannot start the policy deadline thread: {e}");
-    }
+    spawned.map(|_| ())
 }
 
 /// A constructed policy instance: its store and its `policy` resource.
@@ -344,7 +345,7 @@ impl PolicyPool {
             // the policy's own inconsistency.
             Err(Instantiate::Refused(msg)) => Err(PolicyError::Unavailable {
                 policy: self.name.clone(),
-                message: msg,
+                message: self.secrets.redact(&msg),
             }),
         }
     }
@@ -412,7 +413,10 @@ impl PolicyPool {
                 return (ex, Err(e));
             }
         };
-        inst.store.data_mut().exchange = Some(ex);
+        let data = inst.store.data_mut();
+        data.exchange = Some(ex);
+        // A refused growth on an earlier call says nothing about this one.
+        data.limiter.exhausted = false;
         inst.store
             .set_epoch_deadline(ticks(self.runtime.settings.call_deadline_ms));
         let result = f(&mut inst);

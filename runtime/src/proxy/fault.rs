@@ -41,6 +41,12 @@ pub mod codes {
     pub const ROUTE_METHOD_NOT_ALLOWED: &str = "route.method-not-allowed";
     /// The Host/:authority names a host the TLS connection was not made for.
     pub const ROUTE_MISDIRECTED: &str = "route.misdirected";
+    /// The path has a bad percent-encoding or an encoded `/` or `\`.
+    pub const REQUEST_INVALID_PATH: &str = "request.invalid-path";
+    /// Several `Host` headers, none on HTTP/1.1, or an invalid authority.
+    pub const REQUEST_INVALID_HOST: &str = "request.invalid-host";
+    /// `CONNECT` or `TRACE`, which the gateway does not serve.
+    pub const REQUEST_METHOD_NOT_SUPPORTED: &str = "request.method-not-supported";
     /// The request head is larger than `limits.max_request_header_bytes`,
     /// or has more fields than `limits.max_request_headers`.
     pub const REQUEST_HEADERS_TOO_LARGE: &str = "request.headers-too-large";

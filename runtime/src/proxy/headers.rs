@@ -88,8 +88,14 @@ pub fn set_forwarded(
     };
     h.insert(XFF.clone(), appended.unwrap_or_else(|| client_ip.clone()));
     h.insert(XFP.clone(), HeaderValue::from_static(proto));
-    if let Some(host) = host.filter(|v| !v.is_empty()) {
-        h.insert(XFH.clone(), host);
+    match host.filter(|v| !v.is_empty()) {
+        Some(host) => {
+            h.insert(XFH.clone(), host);
+        }
+        // Never pass on a client's own claim.
+        None => {
+            h.remove(&XFH);
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod conn;
 pub mod echo;
 pub mod fault;
 pub mod headers;
+pub mod normalize;
 pub mod pipeline;
 pub mod pool;
 pub mod route;

@@ -75,14 +75,11 @@ async fn process(
     started: Instant,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
+    // One path and one host for routing, policies and the upstream; HTTP/2
+    // requests get a `host` header from `:authority`, so policies see the
+    // same request whichever protocol the client spoke.
+    let normalized = super::normalize::request(&mut parts);
     let authority = headers::authority(&parts);
-    // HTTP/2 carries the authority as a pseudo-header: give policies the
-    // same `host` header whichever protocol the client spoke.
-    if !parts.headers.contains_key(http::header::HOST) && !authority.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&authority) {
-            parts.headers.insert(http::header::HOST, v);
-        }
-    }
     let host = headers::host_of(&authority);
     let mut ex = Box::new(Exchange {
         request: parts,
@@ -95,6 +92,9 @@ async fn process(
         trace: None,
     });
     let global = &shared.global;
+    if let Err(f) = normalized {
+        return fail(global, ex, f);
+    }
 
     // Limits come first: nothing else should look at an oversized head.
     let limits = &shared.limits;
@@ -207,7 +207,11 @@ async fn process(
     ex.response = Some(rparts);
     match run_response_chain(&chain.outbound, ex) {
         Outbound::Continue(mut ex) => match ex.response.take() {
-            Some(p) => Response::from_parts(p, rbody),
+            Some(mut p) => {
+                // Policies may not add connection-level headers.
+                headers::remove_hop_by_hop(&mut p.headers);
+                Response::from_parts(p, rbody)
+            }
             None => {
                 Fault::invalid_decision("outbound", "response lost").into_response(&ex.request_id)
             }
@@ -314,7 +318,10 @@ fn fail(chain: &Chain, mut ex: Box<Exchange>, fault: Fault) -> Response<Body> {
         .insert("error.status".into(), fault.status.as_u16().to_string());
     match run_response_chain(&chain.on_error, ex) {
         Outbound::Continue(mut ex) => match ex.response.take() {
-            Some(p) => Response::from_parts(p, body),
+            Some(mut p) => {
+                headers::remove_hop_by_hop(&mut p.headers);
+                Response::from_parts(p, body)
+            }
             None => fault.into_response(&request_id),
         },
         Outbound::Respond(r) => r,

@@ -104,6 +104,14 @@ impl Upstream {
                 "`tls` needs an https:// url",
             ));
         }
+        if authority.as_str().contains('@') {
+            errors.push(ConfigError::new(
+                source,
+                format!("{path}.url"),
+                "credentials in the URL (user@host) are not supported; send them with a policy (set-header)",
+            ));
+            return None;
+        }
         let base_path = uri.path().trim_end_matches('/').to_string();
 
         let host = uri
