@@ -156,25 +156,54 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &shared.limits;
+    let header_timeout = Duration::from_millis(limits.header_read_timeout_ms.max(1));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's own limits are a hard cap at twice the configured ones; the
     // pipeline enforces the configured limits with a problem+json 431.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms.max(1)))
+        .header_read_timeout(header_timeout)
         .max_buf_size((limits.max_request_header_bytes.saturating_mul(2)).max(8192))
         .max_headers(limits.max_request_headers.saturating_mul(2).max(16));
     builder
         .http2()
         .timer(TokioTimer::new())
+        // Dead peers are found by pings instead of holding a task forever.
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(
             u32::try_from(limits.max_request_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
         );
+    // On TLS the protocol is known from ALPN: no sniffing of the first bytes.
+    let builder = match conn.tls.as_ref().map(|t| t.alpn.as_deref() == Some("h2")) {
+        Some(true) => builder.http2_only(),
+        Some(false) => builder.http1_only(),
+        None => builder,
+    };
+    let seen_request = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = seen_request.clone();
     let svc_shared = shared.clone();
-    let service =
-        service_fn(move |req| super::pipeline::handle(svc_shared.clone(), conn.clone(), req));
-    if let Err(e) = watcher.watch(builder.serve_connection(io, service)).await {
+    let service = service_fn(move |req| {
+        seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        super::pipeline::handle(svc_shared.clone(), conn.clone(), req)
+    });
+    let serving = watcher.watch(builder.serve_connection(io, service));
+    tokio::pin!(serving);
+    // A connection that never completes a first request within the header
+    // read timeout is closed (before its first request neither protocol
+    // has a timer of its own).
+    let result = tokio::select! {
+        r = &mut serving => r,
+        _ = tokio::time::sleep(header_timeout) => {
+            if !seen_request.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::debug!("no request within {} ms; closing the connection", header_timeout.as_millis());
+                return;
+            }
+            serving.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!("connection ended: {e}");
     }
 }
