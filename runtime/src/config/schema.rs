@@ -98,7 +98,8 @@ pub struct Upstream {
     /// upstream; 0 keeps none. Default 64.
     #[serde(default = "default_max_idle")]
     pub max_idle_connections: usize,
-    /// Idle connections are closed after this many milliseconds. Default 90000.
+    /// Idle connections are not reused after this many milliseconds; keep it
+    /// below the upstream's own keep-alive timeout. Default 30000.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_ms: u64,
 }
@@ -113,7 +114,7 @@ fn default_max_idle() -> usize {
     64
 }
 fn default_idle_timeout() -> u64 {
-    90_000
+    30_000
 }
 
 /// TLS settings for an upstream.

@@ -79,30 +79,53 @@ impl Connector {
         }
     }
 
-    /// Sends `req` on a pooled connection, or a new one. A request that a
-    /// pooled connection could not even start (the upstream had closed it)
-    /// is retried once on a new connection.
+    /// Sends `req` on a pooled connection, or a new one.
+    ///
+    /// A pooled connection may have been closed by the upstream after it
+    /// was last checked. A request it could not even start is sent again on
+    /// a new connection; so is a bodiless `GET`, `HEAD` or `OPTIONS` that
+    /// failed before any response on a connection that had been idle for a
+    /// while (replaying those is safe).
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
-        let req = match self.checkout() {
-            Some(mut sender) => match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    self.checkin(sender);
-                    return Ok(resp);
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(req) => req,
-                    None => return Err(SendError::Http(e.into_error())),
-                },
-            },
-            None => req,
+        let Some((mut sender, idle_for)) = self.checkout() else {
+            return self.send_new(req).await;
         };
+        let replay =
+            (idle_for > Duration::from_secs(1) && is_replayable(&req)).then(|| copy_head(&req));
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                self.checkin(sender);
+                Ok(resp)
+            }
+            Err(mut e) => {
+                if let Some(req) = e.take_message() {
+                    return self.send_new(req).await;
+                }
+                let err = e.into_error();
+                match replay {
+                    Some(req)
+                        if err.is_incomplete_message() || err.is_canceled() || err.is_closed() =>
+                    {
+                        tracing::debug!(
+                            "upstream closed an idle connection ({err}); replaying the request"
+                        );
+                        self.send_new(req).await
+                    }
+                    _ => Err(SendError::Http(err)),
+                }
+            }
+        }
+    }
+
+    async fn send_new(&self, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
         let mut sender = self.connect().await?;
         let resp = sender.send_request(req).await.map_err(SendError::Http)?;
         self.checkin(sender);
         Ok(resp)
     }
 
-    fn checkout(&self) -> Option<SendRequest<Body>> {
+    /// A ready pooled sender and how long it has been idle.
+    fn checkout(&self) -> Option<(SendRequest<Body>, Duration)> {
         POOLS.with(|p| {
             let mut pools = p.borrow_mut();
             let pool = pools.get_mut(self.id)?;
@@ -112,7 +135,8 @@ impl Connector {
             });
             // Most recently used first: its connection is the warmest.
             let pos = pool.iter().rposition(|i| i.sender.is_ready())?;
-            Some(pool.swap_remove(pos).sender)
+            let idle = pool.swap_remove(pos);
+            Some((idle.sender, now.duration_since(idle.since)))
         })
     }
 
@@ -172,4 +196,21 @@ where
         }
     });
     Ok(sender)
+}
+
+fn is_replayable(req: &Request<Body>) -> bool {
+    use http_body::Body as _;
+    matches!(
+        *req.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    ) && req.body().is_end_stream()
+}
+
+fn copy_head(req: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(super::body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
