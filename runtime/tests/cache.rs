@@ -42,3 +42,27 @@ fn second_load_uses_the_compiled_cache() {
     assert_ne!(std::fs::read(&file).unwrap(), b"garbage");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[cfg(unix)]
+#[test]
+fn a_world_writable_cache_directory_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("gatehouse-cache-open-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let rt = PolicyRuntime::new(RuntimeSettings {
+        call_deadline_ms: 100,
+        memory_limit_mib: 16,
+        instances_per_policy: 1,
+        max_instances: 8,
+        cache_dir: Some(dir.clone()),
+    })
+    .unwrap();
+    let wasm = builtin::get("check-header").unwrap();
+    // Still loads (compiled in memory), but nothing is read from or written
+    // to the open directory.
+    rt.load_component(wasm).unwrap();
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

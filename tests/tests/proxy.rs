@@ -481,10 +481,15 @@ async fn a_slow_request_head_is_cut_off() {
         "the connection stayed open past the header read timeout"
     );
     // A connection that sends nothing at all is closed too.
-    let mut silent = tokio::net::TcpStream::connect(gw.addr("plain")).await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(gw.addr("plain"))
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "a silent connection stayed open past the header read timeout");
+    assert!(
+        read.is_ok(),
+        "a silent connection stayed open past the header read timeout"
+    );
     // A complete request on a new connection is still served.
     assert_eq!(
         Client::plain(gw.addr("plain")).get("/", &[]).await.status,

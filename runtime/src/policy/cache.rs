@@ -46,6 +46,13 @@ pub fn load(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> anyhow::Result<
     let Some(dir) = dir else {
         return Component::new(engine, wasm).map_err(|e| anyhow::anyhow!("{e:#}"));
     };
+    if !trusted(dir) {
+        tracing::warn!(
+            "not using the component cache {}: it is writable by every user (compiled components are native code)",
+            dir.display()
+        );
+        return Component::new(engine, wasm).map_err(|e| anyhow::anyhow!("{e:#}"));
+    }
     let path = dir.join(format!("{}.cwasm", key(engine, wasm)));
     // The file is read into memory rather than mapped: a cache file that is
     // replaced or truncated while the gateway runs must not take it down.
@@ -77,4 +84,25 @@ fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()
     let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), fastrand::u64(..)));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+/// A cache directory anyone may write to could be made to hold native code
+/// of an attacker's choosing (even with the sticky bit: they could create a
+/// file under a name the gateway will look for).
+#[cfg(unix)]
+fn trusted(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(dir) {
+        Ok(m) => {
+            let mode = m.permissions().mode();
+            mode & 0o002 == 0
+        }
+        // Not there yet: it will be created with the default mode.
+        Err(_) => true,
+    }
+}
+
+#[cfg(not(unix))]
+fn trusted(_: &Path) -> bool {
+    true
 }

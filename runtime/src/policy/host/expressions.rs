@@ -208,9 +208,19 @@ impl Host for HostState {}
 
 impl HostExpression for HostState {
     fn compile(&mut self, source: String) -> Result<Resource<ExpressionHandle>, String> {
-        let compiled = compile(&source)?;
-        let index = self.expressions.len();
-        self.expressions.push(Some(Arc::new(compiled)));
+        let compiled = Some(Arc::new(compile(&source)?));
+        // Reuse a dropped slot, so compiling in a hook does not grow the
+        // table for the instance's whole life.
+        let index = match self.expressions.iter().position(Option::is_none) {
+            Some(i) => {
+                self.expressions[i] = compiled;
+                i
+            }
+            None => {
+                self.expressions.push(compiled);
+                self.expressions.len() - 1
+            }
+        };
         Ok(Resource::new_own(index as u32))
     }
 

@@ -3,6 +3,11 @@
 use super::HostState;
 use crate::policy::bindings::gatehouse::policy::variables::Host;
 
+/// Most context variables one request may hold.
+pub const MAX_VARIABLES: usize = 256;
+/// Largest value of one context variable, in bytes.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
 impl Host for HostState {
     fn get(&mut self, name: String) -> Option<String> {
         self.exchange
@@ -12,6 +17,18 @@ impl Host for HostState {
 
     fn set(&mut self, name: String, value: String) {
         if let Some(e) = self.exchange.as_deref_mut() {
+            // Variables live in host memory, outside the policy's memory cap:
+            // bound them.
+            if value.len() > MAX_VALUE_BYTES
+                || (e.vars.len() >= MAX_VARIABLES && !e.vars.contains_key(&name))
+            {
+                tracing::warn!(
+                    policy = %self.policy,
+                    request_id = %e.request_id,
+                    "variable `{name}` not set: at most {MAX_VARIABLES} variables of {MAX_VALUE_BYTES} bytes per request"
+                );
+                return;
+            }
             e.vars.insert(name, value);
         }
     }
