@@ -2,7 +2,8 @@
 //! meets them.
 //!
 //! ```text
-//! limits (431) -> SNI/Host binding (421) -> route (404/405)
+//! normalise (400/501) -> limits (431) -> SNI/Host binding (421)
+//!   -> route (404/405)
 //!   -> inbound chain -> upstream (502/504) -> outbound chain -> client
 //! any fault ------> on-error chain -> problem+json fault
 //! ```
@@ -96,7 +97,8 @@ async fn process(
         return fail(global, ex, f);
     }
 
-    // Limits come first: nothing else should look at an oversized head.
+    // Limits come before routing and policies: nothing else should look
+    // at an oversized head.
     let limits = &shared.limits;
     let size = headers::head_size(&ex.request);
     if size > limits.max_request_header_bytes
