@@ -44,6 +44,15 @@ apis:
     (Gw::start(dir, &yaml).await, pki)
 }
 
+/// A plain listener that forwards everything to `up`, with `extra` YAML
+/// (e.g. a `limits:` line) appended.
+async fn plain_gateway(tag: &str, up: std::net::SocketAddr, extra: &str) -> Gw {
+    let yaml = format!(
+        "listeners: [{{name: plain, address: \"127.0.0.1:0\"}}]\nupstreams: {{app: {{url: \"http://{up}\"}}}}\napis: [{{name: app, path: /, upstream: app}}]\n{extra}\n"
+    );
+    Gw::start(TempDir::new(tag), &yaml).await
+}
+
 #[tokio::test]
 async fn http1_over_tls_reaches_the_upstream_with_forwarding_headers() {
     let up = upstream::echo().await;
@@ -230,12 +239,7 @@ async fn request_body_streams_to_the_upstream_before_it_is_complete() {
         })
     });
     let up = upstream::start(handler).await;
-    let dir = TempDir::new("stream");
-    let yaml = format!(
-        "listeners: [{{name: plain, address: \"127.0.0.1:0\"}}]\nupstreams: {{app: {{url: \"http://{}\"}}}}\napis: [{{name: app, path: /, upstream: app}}]\n",
-        up.addr
-    );
-    let gw = Gw::start(dir, &yaml).await;
+    let gw = plain_gateway("stream", up.addr, "").await;
 
     let tcp = tokio::net::TcpStream::connect(gw.addr("plain"))
         .await
@@ -306,12 +310,12 @@ async fn large_response_body_streams_back() {
 #[tokio::test]
 async fn oversized_request_heads_get_431() {
     let up = upstream::echo().await;
-    let dir = TempDir::new("431");
-    let yaml = format!(
-        "listeners: [{{name: plain, address: \"127.0.0.1:0\"}}]\nlimits: {{max_request_header_bytes: 4096, max_request_headers: 20}}\nupstreams: {{app: {{url: \"http://{}\"}}}}\napis: [{{name: app, path: /, upstream: app}}]\n",
-        up.addr
-    );
-    let gw = Gw::start(dir, &yaml).await;
+    let gw = plain_gateway(
+        "431",
+        up.addr,
+        "limits: {max_request_header_bytes: 4096, max_request_headers: 20}",
+    )
+    .await;
     let client = Client::plain(gw.addr("plain"));
     let big = "x".repeat(5000);
     let r = client.get("/", &[("x-big", &big)]).await;
@@ -440,12 +444,7 @@ apis:
 #[tokio::test]
 async fn plain_listener_speaks_h2c_prior_knowledge() {
     let up = upstream::echo().await;
-    let dir = TempDir::new("h2c");
-    let yaml = format!(
-        "listeners: [{{name: plain, address: \"127.0.0.1:0\"}}]\nupstreams: {{app: {{url: \"http://{}\"}}}}\napis: [{{name: app, path: /, upstream: app}}]\n",
-        up.addr
-    );
-    let gw = Gw::start(dir, &yaml).await;
+    let gw = plain_gateway("h2c", up.addr, "").await;
     let c = gatehouse_tests::Client {
         addr: gw.addr("plain"),
         tls: None,
@@ -460,12 +459,12 @@ async fn plain_listener_speaks_h2c_prior_knowledge() {
 async fn a_slow_request_head_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = upstream::echo().await;
-    let dir = TempDir::new("slowloris");
-    let yaml = format!(
-        "listeners: [{{name: plain, address: \"127.0.0.1:0\"}}]\nlimits: {{header_read_timeout_ms: 200}}\nupstreams: {{app: {{url: \"http://{}\"}}}}\napis: [{{name: app, path: /, upstream: app}}]\n",
-        up.addr
-    );
-    let gw = Gw::start(dir, &yaml).await;
+    let gw = plain_gateway(
+        "slowloris",
+        up.addr,
+        "limits: {header_read_timeout_ms: 200}",
+    )
+    .await;
     let mut tcp = tokio::net::TcpStream::connect(gw.addr("plain"))
         .await
         .unwrap();
@@ -529,12 +528,7 @@ async fn shutdown_lets_requests_in_flight_finish() {
         })
     });
     let up = upstream::start(slow).await;
-    let dir = TempDir::new("drain");
-    let yaml = format!(
-        "listeners: [{{name: plain, address: \"127.0.0.1:0\"}}]\nupstreams: {{app: {{url: \"http://{}\"}}}}\napis: [{{name: app, path: /, upstream: app}}]\n",
-        up.addr
-    );
-    let gw = Gw::start(dir, &yaml).await;
+    let gw = plain_gateway("drain", up.addr, "").await;
     let addr = gw.addr("plain");
     let in_flight = tokio::spawn(async move { Client::plain(addr).get("/", &[]).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -642,12 +636,7 @@ apis:
 #[tokio::test]
 async fn a_clients_own_forwarded_host_claim_is_not_passed_on() {
     let up = upstream::echo().await;
-    let dir = TempDir::new("xfh");
-    let yaml = format!(
-        "listeners: [{{name: plain, address: \"127.0.0.1:0\"}}]\nupstreams: {{app: {{url: \"http://{}\"}}}}\napis: [{{name: app, path: /, upstream: app}}]\n",
-        up.addr
-    );
-    let gw = Gw::start(dir, &yaml).await;
+    let gw = plain_gateway("xfh", up.addr, "").await;
     let r = Client::plain(gw.addr("plain"))
         .get("/", &[("x-forwarded-host", "evil.example")])
         .await;
