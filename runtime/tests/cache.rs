@@ -1,20 +1,28 @@
 //! Compiled components are cached on disk by content hash: a second load
 //! reads the cache instead of compiling.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use gatehouse::policy::{builtin, cache, PolicyRuntime, RuntimeSettings};
+
+/// A small policy runtime whose component cache is `dir`.
+fn runtime_with_cache(dir: &Path) -> Arc<PolicyRuntime> {
+    PolicyRuntime::new(RuntimeSettings {
+        call_deadline_ms: 100,
+        memory_limit_mib: 16,
+        instances_per_policy: 1,
+        max_instances: 8,
+        cache_dir: Some(dir.to_path_buf()),
+    })
+    .expect("policy runtime")
+}
 
 #[test]
 fn second_load_uses_the_compiled_cache() {
     let dir = std::env::temp_dir().join(format!("gatehouse-cache-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let rt = PolicyRuntime::new(RuntimeSettings {
-        call_deadline_ms: 100,
-        memory_limit_mib: 16,
-        instances_per_policy: 1,
-        max_instances: 8,
-        cache_dir: Some(dir.clone()),
-    })
-    .unwrap();
+    let rt = runtime_with_cache(&dir);
     let wasm = builtin::get("check-header").expect("built-in check-header is embedded");
     rt.load_component(wasm).unwrap();
     let file = dir.join(format!("{}.cwasm", cache::key(rt.engine(), wasm)));
@@ -51,14 +59,7 @@ fn a_world_writable_cache_directory_is_not_used() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let rt = PolicyRuntime::new(RuntimeSettings {
-        call_deadline_ms: 100,
-        memory_limit_mib: 16,
-        instances_per_policy: 1,
-        max_instances: 8,
-        cache_dir: Some(dir.clone()),
-    })
-    .unwrap();
+    let rt = runtime_with_cache(&dir);
     let wasm = builtin::get("check-header").unwrap();
     // Still loads (compiled in memory), but nothing is read from or written
     // to the open directory.

@@ -11,6 +11,18 @@ fn gatehouse() -> Command {
     c
 }
 
+/// Runs `gatehouse check ARGS`, asserts it succeeds, returns its stdout.
+fn check_ok(args: &[&std::ffi::OsStr]) -> String {
+    let out = gatehouse().arg("check").args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("gatehouse-cli-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
@@ -41,13 +53,7 @@ fn version_and_help() {
 
 #[test]
 fn check_the_embedded_quickstart_shows_effective_chains() {
-    let out = gatehouse().arg("check").output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = check_ok(&[]);
     assert!(stdout.contains("<embedded quickstart>: ok"), "{stdout}");
     assert!(
         stdout.contains("inbound:  check-header -> set-header"),
@@ -255,17 +261,7 @@ fn new_policy_scaffold_tests_builds_and_loads() {
         ),
     )
     .unwrap();
-    let out = gatehouse()
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = check_ok(&["-c".as_ref(), cfg.as_os_str()]);
     assert!(stdout.contains("inbound:  tenant-guard"), "{stdout}");
     let _ = std::fs::remove_dir_all(&root);
 }
