@@ -3,7 +3,7 @@
 //! Write a [Gatehouse](https://example.invalid/gatehouse) policy in plain
 //! Rust: a config type, a constructor that validates it, and hooks that
 //! return a [`Decision`]. The SDK builds the WebAssembly component glue
-//! (`gatehouse:policy@0.1.0`) for you.
+//! (`gatehouse:policy@0.1.1`) for you.
 //!
 //! ```no_run
 //! use gatehouse_sdk::{export_policy, Connection, Decision, Fault, Policy, Request};
@@ -61,14 +61,15 @@ pub use wit_bindgen;
 
 pub use serde;
 
-/// The generated bindings of `gatehouse:policy@0.1.0`. Not part of the SDK's
+/// The generated bindings of `gatehouse:policy@0.1.1` (the
+/// `policy-with-completion` world). Not part of the SDK's
 /// stable API: use the re-exports at the crate root.
 #[doc(hidden)]
 #[allow(missing_docs, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "wit",
-        world: "policy",
+        world: "policy-with-completion",
         pub_export_macro: true,
         export_macro_name: "__export_policy_world",
         default_bindings_module: "::gatehouse_sdk::bindings",
@@ -95,6 +96,10 @@ pub mod testkit;
 pub use bindings::gatehouse::policy::types::{
     ClientCertificate, Decision, Fault, Header, HeaderEdit, Phases, ResponseSpec,
 };
+
+/// What one request transferred and how it ended, for
+/// [`Policy::on_complete`].
+pub use bindings::exports::gatehouse::policy::completion::CompletionInfo as Completion;
 
 use serde::de::DeserializeOwned;
 
@@ -132,6 +137,19 @@ pub trait Policy: Sized + 'static {
     fn on_response(&self, req: &Request, resp: &Response, conn: &Connection) -> Decision {
         let _ = (req, resp, conn);
         Decision::proceed()
+    }
+
+    /// Whether the gateway calls [`Policy::on_complete`]. Default: false,
+    /// and the gateway never enters the component after the response.
+    const ON_COMPLETE: bool = false;
+
+    /// Called once a request the policy took part in is over — the response
+    /// body sent in full, or the exchange ended early — with the bytes
+    /// actually transferred, the status and the durations. The client
+    /// already has its response; this cannot change it. Called only when
+    /// [`Policy::ON_COMPLETE`] is true. Default: nothing.
+    fn on_complete(&self, req: &Request, conn: &Connection, info: &Completion) {
+        let _ = (req, conn, info);
     }
 }
 
@@ -180,8 +198,27 @@ pub fn parse_config<C: DeserializeOwned>(json: &str) -> Result<C, String> {
 #[doc(hidden)]
 pub mod __private {
     use super::*;
-    use crate::bindings::exports::gatehouse::policy::handler::GuestPolicy;
+    use crate::bindings::exports::gatehouse::policy::completion::CompletionInfo;
+    use crate::bindings::exports::gatehouse::policy::handler::{GuestPolicy, PolicyBorrow};
     use crate::bindings::gatehouse::policy::types as wit;
+
+    /// `completion-enabled` for the adapter of `P`.
+    pub fn completion_enabled<P: Policy>(this: PolicyBorrow<'_>) -> bool {
+        let _ = this.get::<Adapter<P>>();
+        P::ON_COMPLETE
+    }
+
+    /// `on-complete` for the adapter of `P`.
+    pub fn on_complete<P: Policy>(
+        this: PolicyBorrow<'_>,
+        req: &wit::Request,
+        conn: &wit::Connection,
+        info: CompletionInfo,
+    ) {
+        this.get::<Adapter<P>>()
+            .0
+            .on_complete(&Request::wit(req), &Connection::wit(conn), &info);
+    }
 
     /// Wraps a user's policy as the exported `policy` resource.
     pub struct Adapter<P: Policy>(pub P);
@@ -232,6 +269,25 @@ macro_rules! export_policy {
             for __GatehousePolicyExport
         {
             type Policy = $crate::__private::Adapter<$policy>;
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        impl $crate::bindings::exports::gatehouse::policy::completion::Guest
+            for __GatehousePolicyExport
+        {
+            fn completion_enabled(
+                this: $crate::bindings::exports::gatehouse::policy::handler::PolicyBorrow<'_>,
+            ) -> bool {
+                $crate::__private::completion_enabled::<$policy>(this)
+            }
+            fn on_complete(
+                this: $crate::bindings::exports::gatehouse::policy::handler::PolicyBorrow<'_>,
+                req: &$crate::bindings::gatehouse::policy::types::Request,
+                conn: &$crate::bindings::gatehouse::policy::types::Connection,
+                info: $crate::bindings::exports::gatehouse::policy::completion::CompletionInfo,
+            ) {
+                $crate::__private::on_complete::<$policy>(this, req, conn, info)
+            }
         }
 
         #[cfg(target_arch = "wasm32")]

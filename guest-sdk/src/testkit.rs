@@ -319,6 +319,45 @@ pub fn on_response<P: Policy>(policy: &P, req: &TestRequest, resp: &TestResponse
     )
 }
 
+/// Calls `on_response` with the given connection.
+pub fn on_response_with<P: Policy>(
+    policy: &P,
+    req: &TestRequest,
+    resp: &TestResponse,
+    conn: &TestConnection,
+) -> Decision {
+    policy.on_response(
+        &Request::from_test(req),
+        &Response::from_test(resp),
+        &Connection::from_test(conn),
+    )
+}
+
+/// Calls `on_complete` with a default [`TestConnection`].
+pub fn on_complete<P: Policy>(policy: &P, req: &TestRequest, info: &crate::Completion) {
+    let conn = TestConnection::default();
+    policy.on_complete(
+        &Request::from_test(req),
+        &Connection::from_test(&conn),
+        info,
+    );
+}
+
+/// A completion record for tests: status, request and response body bytes,
+/// complete, 1 ms in all, no upstream timings.
+pub fn completion(status: u16, request_bytes: u64, response_bytes: u64) -> crate::Completion {
+    crate::Completion {
+        status,
+        fault_code: None,
+        request_bytes,
+        response_bytes,
+        complete: true,
+        duration_us: 1_000,
+        upstream_connect_us: None,
+        upstream_first_byte_us: None,
+    }
+}
+
 /// The context variables set so far on this thread.
 pub fn variables_snapshot() -> HashMap<String, String> {
     STATE.with(|s| s.borrow().vars.clone())

@@ -1,7 +1,8 @@
 //! Policy call cost, measured the way the pipeline pays it: check an
 //! instance out of its pool, move the request into its store, set the
-//! deadline, call `on-request`, move the request back, return the
-//! instance — and, for the chain, apply each decision's header edits.
+//! deadline, call the hook, move the request back, record the call's
+//! duration in its histogram, return the instance — and, for the chain,
+//! apply each decision's header edits through the one chain runner.
 //!
 //! `cargo bench -p gatehouse --bench policy_call`
 //! (unset RUST_BACKTRACE: with it, every wasmtime error captures a
@@ -11,30 +12,49 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use gatehouse::policy::{builtin, Exchange, PolicyPool, PolicyRuntime, RouteInfo, RuntimeSettings};
-use gatehouse::proxy::conn::ConnInfo;
-use gatehouse::proxy::pipeline::{run_inbound, Inbound};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use gatehouse::exchange::{ConnInfo, Exchange, RequestId};
+use gatehouse::observe::metrics::Metrics;
+use gatehouse::policy::bindings::Decision;
+use gatehouse::policy::{builtin, CallSettings, EngineSettings, HostServices, PolicyRuntime};
+use gatehouse::proxy::chain::{self, Outcome, Section};
+use gatehouse::proxy::snapshot::ChainStep;
 
 fn runtime() -> Arc<PolicyRuntime> {
-    PolicyRuntime::new(RuntimeSettings {
-        call_deadline_ms: 100,
-        memory_limit_mib: 64,
-        instances_per_policy: 4,
-        max_instances: 64,
-        cache_dir: gatehouse::policy::cache::default_dir(),
-    })
+    PolicyRuntime::new(
+        EngineSettings {
+            memory_limit_mib: 64,
+            max_instances: 64,
+            cache_dir: gatehouse::policy::cache::default_dir(),
+        },
+        HostServices::new(Arc::new(Metrics::new())),
+    )
     .expect("policy runtime")
 }
 
-fn pool(rt: &Arc<PolicyRuntime>, name: &str, config: &str) -> Arc<PolicyPool> {
+fn step(rt: &Arc<PolicyRuntime>, name: &str, config: &str) -> ChainStep {
     let wasm = builtin::get(name).expect("built-in policy");
     let component = rt.load_component(wasm).expect("component");
-    rt.pool(name, &component, config.to_string(), Default::default())
-        .expect("pool")
+    let pool = rt
+        .pool(
+            name,
+            &component,
+            config.to_string(),
+            Default::default(),
+            CallSettings {
+                deadline_ms: 100,
+                instances: 4,
+            },
+        )
+        .expect("pool");
+    ChainStep {
+        pool,
+        scope: Arc::from("api:bench"),
+    }
 }
 
-/// A request with 10 headers, as a browser or SDK client sends.
+/// A request with 10 headers, as a browser or SDK client sends, and a
+/// response head with 3.
 fn exchange() -> Box<Exchange> {
     let req = http::Request::get("https://api.test.com/orders/42?expand=items")
         .header("host", "api.test.com")
@@ -52,60 +72,76 @@ fn exchange() -> Box<Exchange> {
         )
         .body(())
         .expect("request");
+    let resp = http::Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .header("content-length", "2")
+        .header("date", "Tue, 01 Dec 2026 00:00:00 GMT")
+        .body(())
+        .expect("response");
     let addr: SocketAddr = "127.0.0.1:50000".parse().expect("addr");
-    Box::new(Exchange {
-        request: req.into_parts().0,
-        response: None,
-        conn: Arc::new(ConnInfo::new(addr, addr, 0, None)),
-        vars: Default::default(),
-        route: RouteInfo::default(),
-        request_id: gatehouse::policy::RequestId::new(),
-        started: Instant::now(),
-        trace: None,
-    })
+    let mut ex = Box::new(Exchange::new(
+        req.into_parts().0,
+        Arc::new(ConnInfo::new(addr, addr, Arc::from("bench"), None)),
+        RequestId::new(),
+        Instant::now(),
+    ));
+    ex.response = Some(resp.into_parts().0);
+    ex
 }
 
 fn bench(c: &mut Criterion) {
     let rt = runtime();
 
-    let check = pool(&rt, "check-header", r#"{"name":"x-tenant"}"#);
+    let check = step(&rt, "check-header", r#"{"name":"x-tenant"}"#);
+    let scope = check.scope.clone();
     let mut slot = Some(exchange());
     c.bench_function("check-header warm call, 10 headers", |b| {
         b.iter(|| {
             let ex = slot.take().expect("exchange");
-            let (back, decision) = check.on_request(ex);
+            let (back, decision) = check.pool.on_request(ex, &scope);
             slot = Some(back);
-            assert!(matches!(
-                decision,
-                Ok(gatehouse::policy::bindings::Decision::Continue(_))
-            ));
+            assert!(matches!(decision, Ok(Decision::Continue(_))));
         })
     });
 
-    let chain = vec![
-        pool(&rt, "check-header", r#"{"name":"x-tenant"}"#),
-        pool(
+    // The bench config's chain (bench/gatehouse-5.yaml): two checks and two
+    // sets inbound, one set outbound; a fresh 10-header request each time.
+    let inbound = vec![
+        step(&rt, "check-header", r#"{"name":"x-tenant"}"#),
+        step(
             &rt,
             "check-header",
             r#"{"name":"x-env","values":["prod","test"]}"#,
         ),
-        pool(&rt, "check-header", r#"{"name":"authorization"}"#),
-        pool(
+        step(
             &rt,
             "set-header",
             r#"{"name":"x-gateway","value":"gatehouse"}"#,
         ),
-        pool(&rt, "set-header", r#"{"name":"x-route","value":"orders"}"#),
+        step(&rt, "set-header", r#"{"name":"x-route","value":"orders"}"#),
     ];
-    let mut slot = Some(exchange());
-    c.bench_function("5-policy inbound chain, 10 headers", |b| {
-        b.iter(|| {
-            let ex = slot.take().expect("exchange");
-            match run_inbound(&chain, ex) {
-                Inbound::Forward(back) => slot = Some(back),
-                _ => panic!("the chain must let the request through"),
-            }
-        })
+    let outbound = vec![step(
+        &rt,
+        "set-header",
+        r#"{"name":"x-served-by","value":"gatehouse"}"#,
+    )];
+    let mut ran = Vec::new();
+    c.bench_function("bench chain: 2 check + 2 set in, 1 set out", |b| {
+        b.iter_batched(
+            exchange,
+            |ex| {
+                let ex = match chain::run(Section::Inbound, &inbound, ex, &mut ran) {
+                    Outcome::Continue(ex) => ex,
+                    _ => panic!("the inbound chain must let the request through"),
+                };
+                match chain::run(Section::Outbound, &outbound, ex, &mut ran) {
+                    Outcome::Continue(ex) => ex,
+                    _ => panic!("the outbound chain must let the response through"),
+                }
+            },
+            BatchSize::SmallInput,
+        )
     });
 }
 

@@ -71,10 +71,10 @@ pub fn main() -> ExitCode {
 
 fn check(config: Option<PathBuf>) -> ExitCode {
     init_logging();
-    match crate::gateway::load(config.as_deref()) {
-        Ok((gw, source)) => {
-            println!("{}: ok", source.file);
-            for (api, op, [inbound, outbound, on_error]) in gw.effective_chains() {
+    match crate::gateway::check(config.as_deref()) {
+        Ok(snapshot) => {
+            println!("{}: ok", snapshot.source.file);
+            for (api, op, [inbound, outbound, on_error]) in snapshot.effective_chains() {
                 let scope = match op {
                     Some(op) => format!("{api} / {op}"),
                     None => api,
@@ -133,69 +133,81 @@ fn show(v: &[String]) -> String {
 
 fn run(config: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
     init_logging();
-    let (gw, source) = match crate::gateway::load(config.as_deref()) {
+    let mut opts = crate::gateway::Options::default();
+    if let Some(w) = workers {
+        opts.workers = w.max(1);
+    }
+    let workers = opts.workers;
+    let gw = match crate::gateway::Gateway::start(config.as_deref(), opts) {
         Ok(g) => g,
-        Err(errors) => {
+        Err(crate::gateway::StartError::Config(errors)) => {
             print_problems(&errors, "in the config; not started");
             return ExitCode::FAILURE;
         }
-    };
-    let workers = workers.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    let running = match gw.spawn_workers(workers) {
-        Ok(r) => r,
-        Err(e) => {
+        Err(crate::gateway::StartError::Io(e)) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(config = %source.file, workers, "gatehouse is running; Ctrl-C stops it");
-    if source.file.starts_with('<') {
-        for (name, addr) in &running.addresses {
+    let file = gw.live().load().source.file.clone();
+    tracing::info!(config = %file, workers, "gatehouse is running; Ctrl-C stops it, SIGHUP reloads");
+    if config.is_none() {
+        for (name, addr) in gw.addresses() {
             println!("quickstart listener `{name}` on http://{addr}");
             println!("  try:  curl -i http://{addr}/hello -H 'x-tenant: acme'");
             println!("  and:  curl -i http://{addr}/hello        (refused: problem+json)");
         }
+        if let Some(a) = gw.admin_address() {
+            println!("admin listener on http://{a}  (/healthz /readyz /metrics /config /reload /traces/ID)");
+        }
     }
-    // The main thread only waits for a signal.
+    // The main thread only waits for signals.
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(wait_for_stop()),
+        Ok(rt) => rt.block_on(signals(&gw)),
         Err(e) => {
             eprintln!("error: cannot wait for signals: {e}");
-            running.stop();
+            gw.stop();
             return ExitCode::FAILURE;
         }
     }
     tracing::info!("shutting down");
-    running.stop();
+    gw.stop();
     ExitCode::SUCCESS
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-async fn wait_for_stop() {
+/// Serves signals until Ctrl-C or SIGTERM: SIGHUP reloads the config,
+/// SIGUSR1 reopens the access log.
+async fn signals(gw: &crate::gateway::Gateway) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let (Ok(mut term), Ok(mut hup), Ok(mut usr1)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined1()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    // The outcome (and every problem) is logged by reload.
+                    let _ = gw.reload();
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ = usr1.recv() => gw.reopen_logs(),
             }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = gw;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -176,6 +176,21 @@ impl Client {
 }
 
 impl Conn {
+    /// Whether the gateway closed the connection, waiting up to 2 s for it.
+    pub async fn wait_closed(&self) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let closed = match self {
+                Conn::H1(s) => s.is_closed(),
+                Conn::H2(s) => s.is_closed(),
+            };
+            if closed || std::time::Instant::now() >= deadline {
+                return closed;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Sends a request on this connection. `authority` goes to `Host`
     /// (HTTP/1.1) or `:authority` (HTTP/2).
     pub async fn request(

@@ -70,49 +70,79 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-/// A running gateway and the directory its config lives in.
+/// A running gateway and the directory its config lives in. The gateway
+/// runs the way `gatehouse run` runs it: its own worker threads, each with
+/// its own sockets (`SO_REUSEPORT`) and event loop. Dropping it stops it.
 pub struct Gw {
-    /// The running gateway.
-    pub running: gatehouse::Running,
+    /// The running gateway (taken by [`Gw::shutdown`]).
+    pub gateway: Option<gatehouse::Gateway>,
     /// Its config directory (certificates, yaml).
     pub dir: TempDir,
 }
+
+/// Worker threads of test gateways: more than one, as in production.
+pub const WORKERS: usize = 2;
 
 impl Gw {
     /// Writes `yaml` to `dir/gateway.yaml`, builds and starts the gateway.
     /// Panics with every config problem if the config is refused.
     pub async fn start(dir: TempDir, yaml: &str) -> Gw {
         let path = dir.write("gateway.yaml", yaml);
-        let (config, source) = match gatehouse::config::load(&path) {
-            Ok(c) => c,
-            Err(e) => panic!("config refused: {e}"),
-        };
-        let gw = match gatehouse::Gateway::build(&config, &source) {
-            Ok(g) => g,
-            Err(e) => panic!("config refused:\n{e}"),
-        };
-        let running = gw.start().await.expect("gateway starts");
-        Gw { running, dir }
+        let opts = gatehouse::Options { workers: WORKERS };
+        match gatehouse::Gateway::start(Some(&path), opts) {
+            Ok(g) => Gw {
+                gateway: Some(g),
+                dir,
+            },
+            Err(e) => panic!("gateway refused to start:\n{e}"),
+        }
     }
 
     /// Like [`Gw::start`], but returns the problems instead of panicking.
     pub fn build_errors(dir: &TempDir, yaml: &str) -> Vec<String> {
         let path = dir.write("gateway.yaml", yaml);
-        let (config, source) = match gatehouse::config::load(&path) {
-            Ok(c) => c,
-            Err(e) => return vec![e.to_string()],
-        };
-        match gatehouse::Gateway::build(&config, &source) {
+        match gatehouse::gateway::check(Some(&path)) {
             Ok(_) => Vec::new(),
             Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
         }
     }
 
-    /// `http://ADDR` or `https://ADDR` of the listener called `name`
-    /// (scheme chosen by the caller).
+    /// The gateway.
+    pub fn gateway(&self) -> &gatehouse::Gateway {
+        self.gateway.as_ref().expect("the gateway is running")
+    }
+
+    /// The bound address of the listener called `name`.
     pub fn addr(&self, name: &str) -> std::net::SocketAddr {
-        self.running
+        self.gateway()
             .address(name)
             .unwrap_or_else(|| panic!("no listener `{name}`"))
+    }
+
+    /// The admin listener's address.
+    pub fn admin(&self) -> std::net::SocketAddr {
+        self.gateway()
+            .admin_address()
+            .expect("the config has an admin listener")
+    }
+
+    /// Rewrites the config file (for a reload to read).
+    pub fn rewrite(&self, yaml: &str) {
+        self.dir.write("gateway.yaml", yaml);
+    }
+
+    /// Stops the gateway: stop accepting, drain, stop the workers.
+    pub async fn shutdown(&mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown().await;
+        }
+    }
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.stop();
+        }
     }
 }

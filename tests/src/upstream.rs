@@ -35,6 +35,7 @@ pub struct Upstream {
     /// Its address.
     pub addr: SocketAddr,
     accepted: Arc<std::sync::atomic::AtomicUsize>,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -42,6 +43,24 @@ impl Upstream {
     /// How many TCP connections it has accepted so far.
     pub fn connections(&self) -> usize {
         self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many requests reached its handler so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits (at most 10 s) until `n` requests have reached the handler.
+    pub async fn wait_for_requests(&self, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.requests() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the upstream saw {} requests, not {n}",
+                self.requests()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -64,6 +83,8 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
     let addr = listener.local_addr().expect("upstream addr");
     let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = accepted.clone();
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let request_counter = requests.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -72,8 +93,10 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let handler = handler.clone();
             let tls = tls.clone();
+            let request_counter = request_counter.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
+                    request_counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let h = handler.clone();
                     async move { Ok::<_, Infallible>(h(req).await) }
                 });
@@ -99,6 +122,7 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
     Upstream {
         addr,
         accepted,
+        requests,
         task,
     }
 }

@@ -23,7 +23,7 @@ fn every_invalid_config_gives_its_exact_errors() {
     let bless = std::env::var_os("GATEHOUSE_BLESS").is_some();
     let mut failures = Vec::new();
     for case in &cases {
-        let actual = match gatehouse::gateway::load(Some(case)) {
+        let actual = match gatehouse::gateway::check(Some(case)) {
             Ok(_) => "(no error)\n".to_string(),
             Err(errors) => errors.0.iter().map(|e| format!("{e}\n")).collect(),
         };
@@ -45,9 +45,10 @@ fn every_invalid_config_gives_its_exact_errors() {
 
 #[test]
 fn secrets_never_appear_in_errors() {
-    let errors = gatehouse::gateway::load(Some(Path::new("config-errors/secret-is-redacted.yaml")))
-        .err()
-        .expect("the config is invalid");
+    let errors =
+        gatehouse::gateway::check(Some(Path::new("config-errors/secret-is-redacted.yaml")))
+            .err()
+            .expect("the config is invalid");
     let text = errors.to_string();
     assert!(!text.contains("s3cr3t-value"), "{text}");
     assert!(text.contains("***"), "{text}");

@@ -502,9 +502,10 @@ async fn the_embedded_quickstart_passes_and_refuses() {
         gatehouse::config::quickstart().expect("the embedded quickstart parses");
     // Same config, on a free port.
     config.listeners[0].address = "127.0.0.1:0".into();
-    let gw = gatehouse::Gateway::build(&config, &source).expect("the quickstart builds");
-    let running = gw.start().await.unwrap();
-    let addr = running.addresses[0].1;
+    config.admin = None;
+    let gw = gatehouse::Gateway::start_with(&config, &source, gatehouse::Options { workers: 2 })
+        .expect("the quickstart starts");
+    let addr = gw.addresses()[0].1;
     let c = Client::plain(addr);
     let ok = c.get("/hello", &[("x-tenant", "acme")]).await;
     assert_eq!(ok.status, 200);
@@ -516,27 +517,46 @@ async fn the_embedded_quickstart_passes_and_refuses() {
         .assert_fault(400, "policy.check-header.missing");
     assert_eq!(f["detail"], "X-Tenant is required");
     assert_eq!(c.get("/teapot", &[]).await.status, 418);
-    running.shutdown().await;
+    gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn shutdown_lets_requests_in_flight_finish() {
-    let slow: upstream::Handler = Arc::new(|_req| {
+    let slow: upstream::Handler = Arc::new(|req| {
         Box::pin(async move {
-            tokio::time::sleep(Duration::from_millis(400)).await;
+            if req.uri().path() != "/idle" {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
             Response::new(upstream::full("finished"))
         })
     });
     let up = upstream::start(slow).await;
-    let gw = plain_gateway("drain", up.addr, "").await;
+    let mut gw = plain_gateway("drain", up.addr, "").await;
     let addr = gw.addr("plain");
+    // An idle keep-alive connection: closed at once by the shutdown.
+    let idle_client = Client::plain(addr);
+    let mut idle = idle_client.connect().await;
+    let r = idle
+        .request("GET", &idle_client.authority(), "/idle", &[], b"")
+        .await;
+    assert_eq!(r.status, 200);
     let in_flight = tokio::spawn(async move { Client::plain(addr).get("/", &[]).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // Shut down while the request waits for the upstream.
-    gw.running.shutdown().await;
+    // Shut down once the request waits for the upstream (the upstream saw
+    // it: two requests so far, the idle one and this one).
+    up.wait_for_requests(2).await;
+    let stopped = std::time::Instant::now();
+    gw.shutdown().await;
     let r = in_flight.await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(&r.body[..], b"finished");
+    assert!(
+        idle.wait_closed().await,
+        "an idle keep-alive connection is closed by shutdown"
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "the drain did not wait for the idle connection"
+    );
     // And nothing accepts any more.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
@@ -553,13 +573,12 @@ async fn upstream_connections_are_kept_alive_and_reused() {
             .await;
         assert_eq!(r.status, 200);
     }
-    // Sequential requests from one client ride one pooled upstream
-    // connection (a second may appear if the test runtime moved the task
-    // to another worker thread: each worker keeps its own pool).
-    assert!(
-        up.connections() <= 2,
-        "{} upstream connections for 20 sequential requests",
-        up.connections()
+    // Sequential requests from one client connection are served by one
+    // worker thread and ride its one pooled upstream connection.
+    assert_eq!(
+        up.connections(),
+        1,
+        "upstream connections for 20 sequential requests"
     );
 }
 

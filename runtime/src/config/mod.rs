@@ -24,6 +24,10 @@ pub struct Source {
     pub file: String,
     /// The directory relative paths are resolved against.
     pub base_dir: PathBuf,
+    /// The config file itself, `None` for the embedded quickstart.
+    pub path: Option<PathBuf>,
+    /// The text as read.
+    pub text: std::sync::Arc<str>,
 }
 
 impl Source {
@@ -121,9 +125,15 @@ pub fn load(path: &Path) -> Result<(Config, Source), ConfigError> {
     } else {
         base_dir
     };
-    let source = Source { file, base_dir };
+    let mut source = Source {
+        file,
+        base_dir,
+        path: Some(path.to_path_buf()),
+        text: std::sync::Arc::from(""),
+    };
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(&source, "", format!("cannot read the config file: {e}")))?;
+    source.text = std::sync::Arc::from(text.as_str());
     let config = parse(&text, &source)?;
     Ok((config, source))
 }
@@ -138,6 +148,8 @@ pub fn quickstart() -> Result<(Config, Source), ConfigError> {
     let source = Source {
         file: "<embedded quickstart>".into(),
         base_dir: PathBuf::from("."),
+        path: None,
+        text: std::sync::Arc::from(QUICKSTART_YAML),
     };
     let config = parse(QUICKSTART_YAML, &source)?;
     Ok((config, source))

@@ -19,7 +19,7 @@ pub struct NamedValues {
 }
 
 /// The secret values of a config, for redaction.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Hash)]
 pub struct Secrets(Arc<Vec<String>>);
 
 impl Secrets {
@@ -111,6 +111,24 @@ impl NamedValues {
             values,
             broken,
             secrets: Secrets(Arc::new(secrets)),
+        }
+    }
+
+    /// The value of `name`.
+    ///
+    /// # Errors
+    ///
+    /// The name is not defined, or its value could not be read (already
+    /// reported).
+    pub fn get(&self, name: &str) -> Result<&str, String> {
+        match self.values.get(name) {
+            Some(v) => Ok(v),
+            None if self.broken.contains(name) => Err(format!(
+                "named value `{name}` has no value (see named_values.{name})"
+            )),
+            None => Err(format!(
+                "unknown named value `{name}` (define it under `named_values`)"
+            )),
         }
     }
 

@@ -35,6 +35,66 @@ pub struct Config {
     /// How policy components run.
     #[serde(default)]
     pub policy_runtime: PolicyRuntime,
+    /// The admin listener (health, metrics, config, reload, traces);
+    /// absent = none.
+    #[serde(default)]
+    pub admin: Option<Admin>,
+    /// The JSON access log; absent = none.
+    #[serde(default)]
+    pub access_log: Option<AccessLog>,
+    /// When to reload the config by itself.
+    #[serde(default)]
+    pub reload: Reload,
+}
+
+/// The admin listener. It never shares a socket with a public listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `IP:port` to bind, e.g. `127.0.0.1:9901`.
+    pub address: String,
+    /// The name of a named value holding a bearer key: every endpoint but
+    /// `/healthz` and `/readyz` then asks for `Authorization: Bearer KEY`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The name of a named value holding the trace key: a request carrying
+    /// `x-gatehouse-trace: KEY` is traced. Absent = no tracing.
+    #[serde(default)]
+    pub trace_key: Option<String>,
+    /// How many traces `GET /traces/{id}` keeps (the most recent). Default
+    /// 256.
+    #[serde(default = "default_traces_kept")]
+    pub traces_kept: usize,
+}
+
+fn default_traces_kept() -> usize {
+    256
+}
+
+/// The JSON access log: one line per request, written when the request is
+/// over.
+#[derive(Debug, Deserialize, Default, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    /// The file to append to (relative to the config file); absent =
+    /// stdout. Reopened on `SIGUSR1`, for log rotation.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Whether `path` carries the query string. Default false (queries
+    /// often carry tokens).
+    #[serde(default)]
+    pub include_query: bool,
+}
+
+/// Automatic reloads.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Reload {
+    /// Reload when the config file or any file it names (certificates,
+    /// keys, truststores, policy components, named-value files) changes.
+    /// Default false.
+    #[serde(default)]
+    pub watch: bool,
 }
 
 /// A listening socket.
@@ -278,7 +338,7 @@ impl<'de> Deserialize<'de> for ChainEntry {
 }
 
 /// Downstream limits and timeouts.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Largest request head (request line and headers) in bytes; larger
@@ -324,7 +384,7 @@ fn default_header_timeout() -> u64 {
 }
 
 /// How policy components run.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyRuntime {
     /// Longest a single policy call may run, in milliseconds; past it the

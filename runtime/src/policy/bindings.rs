@@ -1,4 +1,10 @@
-//! Host bindings of the `gatehouse:policy` world, generated from `wit/`.
+//! Host bindings of the `gatehouse:policy` package, generated from `wit/`
+//! for the `policy-with-completion` world (the `policy` world plus the
+//! optional completion export).
+//!
+//! The exports are looked up per interface: `handler` is required,
+//! `completion` optional, so a component built against 0.1.0 (which
+//! exports only `handler`) loads as it did.
 //!
 //! The view resources are backed by marker types: a handle's `rep` is not
 //! used, because a policy instance serves one request at a time and the
@@ -8,16 +14,24 @@
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "policy",
+    world: "policy-with-completion",
     with: {
-        "gatehouse:policy/types.request": super::host::RequestView,
-        "gatehouse:policy/types.response": super::host::ResponseView,
-        "gatehouse:policy/types.connection": super::host::ConnectionView,
-        "gatehouse:policy/expressions.expression": super::host::ExpressionHandle,
+        "gatehouse:policy/types.request": super::host::markers::RequestView,
+        "gatehouse:policy/types.response": super::host::markers::ResponseView,
+        "gatehouse:policy/types.connection": super::host::markers::ConnectionView,
+        "gatehouse:policy/expressions.expression": super::host::markers::ExpressionHandle,
     },
 });
 
-pub use self::exports::gatehouse::policy::handler::GuestPolicy;
+pub use self::exports::gatehouse::policy::completion::{
+    CompletionInfo, Guest as Completion, GuestIndices as CompletionIndices,
+};
+pub use self::exports::gatehouse::policy::handler::{
+    Guest as Handler, GuestIndices as HandlerIndices, GuestPolicy,
+};
 pub use self::gatehouse::policy::types::{
     ClientCertificate, Decision, Fault, Header, HeaderEdit, Phases, ResponseSpec,
 };
+
+/// The world's bindings type, for `add_to_linker`.
+pub type World = PolicyWithCompletion;

@@ -18,9 +18,25 @@ use http::StatusCode;
 use super::body::{full, Body};
 use crate::policy::PolicyError;
 
+/// Who made a fault: the gateway, a policy that refused, or a policy that
+/// failed. An on-error chain that refuses replaces the fault; one that
+/// fails is logged and the original fault is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The gateway refused (routing, limits, upstream).
+    Gateway,
+    /// A policy's `deny` decision.
+    Denied,
+    /// A policy call failed (trap, deadline, memory, no instance) or
+    /// returned something the gateway cannot send.
+    PolicyFailure,
+}
+
 /// A refusal, before it is rendered.
 #[derive(Clone, Debug)]
 pub struct Fault {
+    /// Who made it.
+    pub kind: FaultKind,
     /// HTTP status.
     pub status: StatusCode,
     /// Stable code, e.g. `route.not-found`.
@@ -73,6 +89,7 @@ impl Fault {
     /// A fault with no extra headers.
     pub fn new(status: StatusCode, code: &str, title: &str, detail: impl Into<String>) -> Self {
         Fault {
+            kind: FaultKind::Gateway,
             status,
             code: code.to_string(),
             title: title.to_string(),
@@ -177,24 +194,28 @@ impl Fault {
             | PolicyError::Trap { policy, .. }
             | PolicyError::Unavailable { policy, .. } => policy.clone(),
         };
-        Fault::new(
+        let mut f = Fault::new(
             status,
             code,
             title,
             format!(
                 "policy `{policy}` failed on this request; see the gateway log for the request id"
             ),
-        )
+        );
+        f.kind = FaultKind::PolicyFailure;
+        f
     }
 
     /// 500: a policy returned something unusable.
     pub fn invalid_decision(policy: &str, why: impl std::fmt::Display) -> Self {
-        Fault::new(
+        let mut f = Fault::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             codes::POLICY_INVALID_DECISION,
             "Policy returned an invalid decision",
             format!("policy `{policy}`: {why}"),
-        )
+        );
+        f.kind = FaultKind::PolicyFailure;
+        f
     }
 
     /// From a policy's `deny` decision. An out-of-range status or a bad
@@ -225,6 +246,7 @@ impl Fault {
             }
         }
         Fault {
+            kind: FaultKind::Denied,
             status,
             code: f.code,
             title: f.title,

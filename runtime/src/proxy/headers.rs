@@ -1,20 +1,6 @@
-//! Header handling shared by the pipeline: the authority of a request,
-//! hop-by-hop headers, `X-Forwarded-*`, and header edits from policies.
+//! Header handling shared by the pipeline: hop-by-hop headers, `X-Forwarded-*`, and header edits from policies.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-
-/// The request's authority: from the URI (HTTP/2 `:authority`, absolute
-/// form) or the `Host` header.
-pub fn authority(r: &http::request::Parts) -> String {
-    if let Some(a) = r.uri.authority() {
-        return a.as_str().to_string();
-    }
-    r.headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
 
 /// The host part of an authority, lower case, without port or brackets.
 pub fn host_of(authority: &str) -> String {

@@ -1,8 +1,10 @@
-//! The HTTP side: listeners, the request pipeline, routing, upstreams and
-//! faults.
+//! The HTTP side: the snapshot of the config in force, listeners, the
+//! request pipeline and its chain runner, routing, upstreams, faults and
+//! the completion phase.
 
 pub mod body;
-pub mod conn;
+pub mod chain;
+pub mod completion;
 pub mod echo;
 pub mod fault;
 pub mod headers;
@@ -11,4 +13,5 @@ pub mod pipeline;
 pub mod pool;
 pub mod route;
 pub mod server;
+pub mod snapshot;
 pub mod upstream;

@@ -2,14 +2,18 @@
 //! thread*.
 //!
 //! A connection belongs to the thread (and single-threaded runtime) that
-//! opened it, so the pool is a plain `Vec` in a thread-local: no lock, no
-//! shared map, no cross-thread wake-up. Senders go back to the pool as soon
-//! as the response head arrives; one whose previous response is still
-//! streaming is simply not ready yet and is skipped.
+//! opened it, so each [`Connector`] keeps one slot per worker thread
+//! ([`crate::worker::index`]): a worker only touches its own slot, so its
+//! lock is never contended and no connection crosses threads. Senders go
+//! back to the pool as soon as the response head arrives; one whose
+//! previous response is still streaming is simply not ready yet and is
+//! skipped.
+//!
+//! The pools live and die with their connector: when a reload removes an
+//! upstream (or changes its settings), the last snapshot holding it drops
+//! it, and its idle connections close.
 
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -22,16 +26,9 @@ use tokio_rustls::TlsConnector;
 
 use super::body::Body;
 
-static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
-
 struct Idle {
     sender: SendRequest<Body>,
     since: Instant,
-}
-
-thread_local! {
-    /// This thread's pools, indexed by [`Connector::id`].
-    static POOLS: RefCell<Vec<Vec<Idle>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Why a request to an upstream failed.
@@ -47,9 +44,18 @@ pub enum SendError {
     Http(hyper::Error),
 }
 
-/// How to reach one upstream, and its per-thread pools.
+/// How the connection a request went out on was obtained.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SendTiming {
+    /// TCP connect, when a new connection was opened.
+    pub connect: Option<Duration>,
+    /// TLS handshake, when a new TLS connection was opened.
+    pub tls: Option<Duration>,
+}
+
+/// How to reach one upstream, and its per-worker pools.
 pub struct Connector {
-    id: usize,
+    pools: Box<[Mutex<Vec<Idle>>]>,
     host: String,
     port: u16,
     tls: Option<(TlsConnector, ServerName<'static>)>,
@@ -59,8 +65,12 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// A connector to `host:port`, over TLS when `tls` is given.
+    /// A connector to `host:port`, over TLS when `tls` is given, with a
+    /// pool slot for each of `workers` worker threads (and one for any
+    /// other thread).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        workers: usize,
         host: String,
         port: u16,
         tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
@@ -69,7 +79,9 @@ impl Connector {
         max_idle: usize,
     ) -> Self {
         Connector {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            pools: (0..workers.max(1) + 1)
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
             host,
             port,
             tls: tls.map(|(cfg, name)| (TlsConnector::from(cfg), name)),
@@ -86,9 +98,13 @@ impl Connector {
     /// a new connection; so is a bodiless `GET`, `HEAD` or `OPTIONS` that
     /// failed before any response on a connection that had been idle for a
     /// while (replaying those is safe).
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+    pub async fn send(
+        &self,
+        req: Request<Body>,
+        timing: &mut SendTiming,
+    ) -> Result<Response<Incoming>, SendError> {
         let Some((mut sender, idle_for)) = self.checkout() else {
-            return self.send_new(req).await;
+            return self.send_new(req, timing).await;
         };
         let replay =
             (idle_for > Duration::from_secs(1) && is_replayable(&req)).then(|| copy_head(&req));
@@ -99,7 +115,7 @@ impl Connector {
             }
             Err(mut e) => {
                 if let Some(req) = e.take_message() {
-                    return self.send_new(req).await;
+                    return self.send_new(req, timing).await;
                 }
                 let err = e.into_error();
                 match replay {
@@ -109,7 +125,7 @@ impl Connector {
                         tracing::debug!(
                             "upstream closed an idle connection ({err}); replaying the request"
                         );
-                        self.send_new(req).await
+                        self.send_new(req, timing).await
                     }
                     _ => Err(SendError::Http(err)),
                 }
@@ -117,8 +133,12 @@ impl Connector {
         }
     }
 
-    async fn send_new(&self, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
-        let mut sender = self.connect().await?;
+    async fn send_new(
+        &self,
+        req: Request<Body>,
+        timing: &mut SendTiming,
+    ) -> Result<Response<Incoming>, SendError> {
+        let mut sender = self.connect(timing).await?;
         let resp = sender.send_request(req).await.map_err(SendError::Http)?;
         self.checkin(sender);
         Ok(resp)
@@ -126,27 +146,31 @@ impl Connector {
 
     /// A ready pooled sender and how long it has been idle.
     fn checkout(&self) -> Option<(SendRequest<Body>, Duration)> {
-        POOLS.with(|p| {
-            let mut pools = p.borrow_mut();
-            let pool = pools.get_mut(self.id)?;
-            let now = Instant::now();
-            pool.retain(|i| {
-                !i.sender.is_closed() && now.duration_since(i.since) < self.idle_timeout
-            });
-            // Most recently used first: its connection is the warmest.
-            let pos = pool.iter().rposition(|i| i.sender.is_ready())?;
-            let idle = pool.swap_remove(pos);
-            Some((idle.sender, now.duration_since(idle.since)))
-        })
+        let mut pool = self.slot().lock().ok()?;
+        let now = Instant::now();
+        pool.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < self.idle_timeout);
+        // Most recently used first: its connection is the warmest.
+        let pos = pool.iter().rposition(|i| i.sender.is_ready())?;
+        let idle = pool.swap_remove(pos);
+        Some((idle.sender, now.duration_since(idle.since)))
+    }
+
+    /// This thread's pool.
+    fn slot(&self) -> &Mutex<Vec<Idle>> {
+        &self.pools[crate::worker::index() % self.pools.len()]
+    }
+
+    /// `host:port`.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 
     fn checkin(&self, sender: SendRequest<Body>) {
-        POOLS.with(|p| {
-            let mut pools = p.borrow_mut();
-            if pools.len() <= self.id {
-                pools.resize_with(self.id + 1, Vec::new);
-            }
-            let pool = &mut pools[self.id];
+        if let Ok(mut pool) = self.slot().lock() {
             if pool.len() < self.max_idle {
                 pool.push(Idle {
                     sender,
@@ -155,22 +179,26 @@ impl Connector {
             }
             // Otherwise the sender is dropped: its connection closes once
             // the response in flight is done.
-        })
+        }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
+    async fn connect(&self, timing: &mut SendTiming) -> Result<SendRequest<Body>, SendError> {
         let connecting = async {
+            let started = Instant::now();
             let tcp = TcpStream::connect((self.host.as_str(), self.port))
                 .await
                 .map_err(SendError::Connect)?;
+            timing.connect = Some(started.elapsed());
             let _ = tcp.set_nodelay(true);
             match &self.tls {
                 None => handshake(TokioIo::new(tcp)).await,
                 Some((connector, name)) => {
+                    let started = Instant::now();
                     let tls = connector
                         .connect(name.clone(), tcp)
                         .await
                         .map_err(SendError::Tls)?;
+                    timing.tls = Some(started.elapsed());
                     handshake(TokioIo::new(tls)).await
                 }
             }

@@ -1,9 +1,15 @@
-//! Listeners: accept loop, TLS handshake with per-SNI host selection, and
-//! HTTP/1.1 + HTTP/2 (ALPN, or h2c prior knowledge on plain listeners).
+//! Listeners: the accept loop, the TLS handshake with per-SNI host
+//! selection, and HTTP/1.1 + HTTP/2 serving (ALPN, or h2c prior knowledge
+//! on plain listeners).
+//!
+//! An accept loop knows its listener by name. Each connection takes the
+//! listener's TLS host table and limits from the snapshot in force when it
+//! is accepted, and keeps them for its whole life; each request on it loads
+//! the snapshot in force when the request arrives.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -13,76 +19,70 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::LazyConfigAcceptor;
 
-use super::conn::{ConnInfo, TlsInfo};
-use crate::gateway::Shared;
+use super::snapshot::Live;
+use crate::config::Limits;
+use crate::exchange::{ConnInfo, TlsInfo};
 use crate::tls::certinfo::CertInfo;
-use crate::tls::server::TlsListener;
 
-/// A bound listener, ready to serve.
-pub struct BoundListener {
-    /// Its name in the config.
-    pub name: String,
-    /// Its index in the config.
-    pub index: usize,
-    /// The socket.
-    pub listener: TcpListener,
-    /// TLS hosts, if TLS.
-    pub tls: Option<Arc<TlsListener>>,
-}
-
-impl BoundListener {
-    /// The bound address (useful with port 0).
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-}
-
-/// Accepts connections until `shutdown` turns true, then lets the open
-/// connections finish: idle keep-alive connections close at once, requests
-/// in flight complete, for at most `limits.shutdown_grace_ms`.
-pub async fn serve(bl: BoundListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+/// Accepts connections on `listener` (the config's listener `name`) until
+/// `stop` turns true, then lets the open connections finish: idle
+/// keep-alive connections close at once (HTTP/2 ones with a GOAWAY),
+/// requests in flight complete, for at most `limits.shutdown_grace_ms` of
+/// the snapshot in force then.
+pub async fn serve(
+    listener: TcpListener,
+    name: Arc<str>,
+    live: Arc<Live>,
+    mut stop: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
-    let local = match bl.listener.local_addr() {
+    let local = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => {
-            tracing::error!(listener = %bl.name, "no local address: {e}");
+            tracing::error!(listener = %name, "no local address: {e}");
             return;
         }
     };
+    let open = live.metrics.open_connections(&name);
     loop {
+        if *stop.borrow() {
+            break;
+        }
         let accepted = tokio::select! {
-            a = bl.listener.accept() => a,
-            _ = shutdown.changed() => break,
+            a = listener.accept() => a,
+            _ = stop.changed() => break,
         };
         let (stream, client) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(listener = %bl.name, "accept failed: {e}");
+                tracing::warn!(listener = %name, "accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let tls = bl.tls.clone();
-        let index = bl.index;
+        let live = live.clone();
+        let name = name.clone();
         let watcher = graceful.watcher();
+        let open = open.clone();
         tokio::spawn(async move {
-            connection(stream, client, local, index, tls, shared, watcher).await;
+            open.inc();
+            connection(stream, client, local, name, live, watcher).await;
+            open.dec();
         });
     }
-    drop(bl.listener);
-    let grace = Duration::from_millis(shared.limits.shutdown_grace_ms);
+    drop(listener);
+    let grace = Duration::from_millis(live.load().limits.shutdown_grace_ms);
     let open = graceful.count();
     if open > 0 {
-        tracing::info!(listener = %bl.name, open, "draining connections");
+        tracing::info!(listener = %name, open, "draining connections");
     }
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!(listener = %bl.name, "connections still open after {} ms; closing them", grace.as_millis());
+        tracing::warn!(listener = %name, "connections still open after {} ms; closing them", grace.as_millis());
     }
 }
 
@@ -90,23 +90,30 @@ async fn connection(
     stream: TcpStream,
     client: SocketAddr,
     local: SocketAddr,
-    listener: usize,
-    tls: Option<Arc<TlsListener>>,
-    shared: Arc<Shared>,
+    name: Arc<str>,
+    live: Arc<Live>,
     watcher: Watcher,
 ) {
-    let limits = &shared.limits;
-    let Some(tls) = tls else {
-        let conn = Arc::new(ConnInfo::new(client, local, listener, None));
-        serve_http(TokioIo::new(stream), conn, shared, watcher).await;
+    let snapshot = live.load();
+    let Some(entry) = snapshot.listener(&name) else {
+        // The listener was removed by a reload; its loop is stopping.
         return;
     };
+    let limits = snapshot.limits.clone();
+    let Some(table) = entry.tls.clone() else {
+        drop(snapshot);
+        let conn = Arc::new(ConnInfo::new(client, local, name, None));
+        serve_http(TokioIo::new(stream), conn, live, &limits, watcher).await;
+        return;
+    };
+    drop(snapshot);
     let handshake = Duration::from_millis(limits.tls_handshake_timeout_ms.max(1));
+    let started = Instant::now();
     let accepted = tokio::time::timeout(handshake, async {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
         let hello = start.client_hello();
         let sni = hello.server_name().map(str::to_string);
-        let (host_index, host) = tls.select(&hello);
+        let (host_index, host) = table.select(&hello);
         let config = host.config.clone();
         let stream = start.into_stream(config).await?;
         Ok::<_, std::io::Error>((stream, sni, host_index))
@@ -115,14 +122,18 @@ async fn connection(
     let (stream, sni, host_index) = match accepted {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            tracing::debug!(%client, "TLS handshake failed: {e}");
+            let reason = crate::tls::failure_reason(&e);
+            live.metrics.tls_failure(&name, reason);
+            tracing::debug!(%client, listener = %name, reason, "TLS handshake failed: {e}");
             return;
         }
         Err(_) => {
-            tracing::debug!(%client, "TLS handshake timed out");
+            live.metrics.tls_failure(&name, "timeout");
+            tracing::debug!(%client, listener = %name, "TLS handshake timed out");
             return;
         }
     };
+    let handshake_us = started.elapsed().as_micros() as u64;
     let (_, session) = stream.get_ref();
     let alpn = session
         .alpn_protocol()
@@ -143,19 +154,25 @@ async fn connection(
         sni,
         alpn,
         version,
+        table,
         host_index,
+        handshake_us,
         client_chain,
         client_cert,
     };
-    let conn = Arc::new(ConnInfo::new(client, local, listener, Some(info)));
-    serve_http(TokioIo::new(stream), conn, shared, watcher).await;
+    let conn = Arc::new(ConnInfo::new(client, local, name, Some(info)));
+    serve_http(TokioIo::new(stream), conn, live, &limits, watcher).await;
 }
 
-async fn serve_http<I>(io: TokioIo<I>, conn: Arc<ConnInfo>, shared: Arc<Shared>, watcher: Watcher)
-where
+async fn serve_http<I>(
+    io: TokioIo<I>,
+    conn: Arc<ConnInfo>,
+    live: Arc<Live>,
+    limits: &Limits,
+    watcher: Watcher,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = &shared.limits;
     let header_timeout = Duration::from_millis(limits.header_read_timeout_ms.max(1));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's own limits are a hard cap at twice the configured ones; the
@@ -183,10 +200,9 @@ where
     };
     let seen_request = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen = seen_request.clone();
-    let svc_shared = shared.clone();
     let service = service_fn(move |req| {
         seen.store(true, std::sync::atomic::Ordering::Relaxed);
-        super::pipeline::handle(svc_shared.clone(), conn.clone(), req)
+        super::pipeline::handle(live.clone(), conn.clone(), req)
     });
     let serving = watcher.watch(builder.serve_connection(io, service));
     tokio::pin!(serving);

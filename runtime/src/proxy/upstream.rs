@@ -10,8 +10,23 @@ use rustls::pki_types::ServerName;
 
 use super::body::{boxed, Body};
 use super::fault::{codes, Fault};
-use super::pool::{Connector, SendError};
+use super::pool::{Connector, SendError, SendTiming};
 use crate::config::{self, ConfigError, Source};
+use crate::observe::metrics::{Metrics, UpstreamMetrics};
+
+/// What the pipeline learned about the upstream exchange.
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamFacts {
+    /// The upstream's name.
+    pub name: Option<Arc<str>>,
+    /// `host:port` it connected to (or `builtin:echo`).
+    pub address: Option<Arc<str>>,
+    /// TCP connect plus TLS handshake, when a new connection was opened.
+    pub connect: Option<Duration>,
+    /// From sending the request (on an open connection) to the response
+    /// head.
+    pub first_byte: Option<Duration>,
+}
 
 /// Where an upstream sends requests.
 pub enum Target {
@@ -36,6 +51,13 @@ pub enum Target {
 pub struct Upstream {
     /// Its name in the config.
     pub name: Arc<str>,
+    /// `host:port` (or `builtin:echo`), for logs and traces.
+    pub address: Arc<str>,
+    /// Its settings and the bytes of the files they name: a reload keeps
+    /// the upstream (and its pooled connections) when this is unchanged.
+    pub fingerprint: String,
+    /// Connect, TLS and first-byte histograms.
+    pub metrics: UpstreamMetrics,
     /// Where requests go.
     pub target: Target,
     /// Time allowed for the response head.
@@ -43,18 +65,41 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Builds an upstream from config; problems go to `errors`.
+    /// The fingerprint of an upstream's config: its settings and the
+    /// contents of the files they name.
+    pub fn fingerprint(c: &config::Upstream, source: &Source) -> String {
+        use sha2::Digest;
+        let mut f = format!("{c:?}");
+        if let Some(ts) = c.tls.as_ref().and_then(|t| t.truststore.as_ref()) {
+            match std::fs::read(source.resolve(ts)) {
+                Ok(bytes) => f.push_str(&format!("{:x}", sha2::Sha256::digest(&bytes))),
+                Err(e) => f.push_str(&format!("unreadable: {e}")),
+            }
+        }
+        f
+    }
+
+    /// Builds an upstream from config, with connection pools for `workers`
+    /// worker threads; problems go to `errors`.
     pub fn build(
         name: &str,
         c: &config::Upstream,
         source: &Source,
+        workers: usize,
+        metrics: &Metrics,
         errors: &mut Vec<ConfigError>,
     ) -> Option<Upstream> {
         let path = format!("upstreams.{name}");
         let request_timeout = Duration::from_millis(c.request_timeout_ms.max(1));
+        let name_arc: Arc<str> = Arc::from(name);
+        let fingerprint = Upstream::fingerprint(c, source);
+        let metrics = metrics.upstream(&name_arc);
         if c.url == "builtin:echo" {
             return Some(Upstream {
-                name: Arc::from(name),
+                name: name_arc,
+                address: Arc::from("builtin:echo"),
+                fingerprint,
+                metrics,
                 target: Target::Echo,
                 request_timeout,
             });
@@ -145,6 +190,7 @@ impl Upstream {
             None
         };
         let connector = Connector::new(
+            workers,
             host,
             port,
             tls,
@@ -153,7 +199,10 @@ impl Upstream {
             c.max_idle_connections,
         );
         Some(Upstream {
-            name: Arc::from(name),
+            address: Arc::from(connector.address().as_str()),
+            name: name_arc,
+            fingerprint,
+            metrics,
             target: Target::Http {
                 connector: Box::new(connector),
                 host_header: match http::HeaderValue::from_str(authority.as_str()) {
@@ -226,7 +275,16 @@ impl Upstream {
     /// # Errors
     ///
     /// A `502` fault saying why the upstream failed, or a `504` on timeout.
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, Fault> {
+    ///
+    /// `facts` receives the upstream's name and address, and how long the
+    /// connect (for a new connection) and the first byte took.
+    pub async fn send(
+        &self,
+        req: Request<Body>,
+        facts: &mut UpstreamFacts,
+    ) -> Result<Response<Body>, Fault> {
+        facts.name = Some(self.name.clone());
+        facts.address = Some(self.address.clone());
         match &self.target {
             Target::Echo => Ok(super::echo::respond(req).await),
             Target::Http {
@@ -237,12 +295,35 @@ impl Upstream {
                 let mut req = req;
                 req.headers_mut()
                     .insert(http::header::HOST, host_header.clone());
-                match tokio::time::timeout(self.request_timeout, connector.send(req)).await {
+                let started = std::time::Instant::now();
+                let mut timing = SendTiming::default();
+                let sent =
+                    tokio::time::timeout(self.request_timeout, connector.send(req, &mut timing))
+                        .await;
+                let connect = match (timing.connect, timing.tls) {
+                    (Some(c), Some(t)) => Some(c + t),
+                    (c, _) => c,
+                };
+                if let Some(c) = timing.connect {
+                    self.metrics.connect.observe(c);
+                }
+                if let Some(t) = timing.tls {
+                    self.metrics.tls.observe(t);
+                }
+                facts.connect = connect;
+                match sent {
                     Err(_) => Err(Fault::gateway_timeout(
                         &self.name,
                         self.request_timeout.as_millis() as u64,
                     )),
-                    Ok(Ok(resp)) => Ok(resp.map(boxed)),
+                    Ok(Ok(resp)) => {
+                        let first_byte = started
+                            .elapsed()
+                            .saturating_sub(connect.unwrap_or_default());
+                        self.metrics.first_byte.observe(first_byte);
+                        facts.first_byte = Some(first_byte);
+                        Ok(resp.map(boxed))
+                    }
                     Ok(Err(e)) => Err(self.explain(&e)),
                 }
             }

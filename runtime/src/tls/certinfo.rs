@@ -6,8 +6,6 @@ use sha2::{Digest, Sha256};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::*;
 
-use crate::policy::bindings::ClientCertificate;
-
 /// Parsed client-certificate fields.
 #[derive(Clone, Debug, Default)]
 pub struct CertInfo {
@@ -99,26 +97,6 @@ impl CertInfo {
             }
         }
         Ok(info)
-    }
-
-    /// The WIT record.
-    pub fn to_wit(&self) -> ClientCertificate {
-        ClientCertificate {
-            subject: self.subject.clone(),
-            issuer: self.issuer.clone(),
-            common_name: self.common_name.clone(),
-            serial: self.serial.clone(),
-            thumbprint_sha1: self.thumbprint_sha1.clone(),
-            thumbprint_sha256: self.thumbprint_sha256.clone(),
-            not_before: self.not_before,
-            not_after: self.not_after,
-            dns_names: self.dns_names.clone(),
-            uris: self.uris.clone(),
-            ip_addresses: self.ip_addresses.clone(),
-            emails: self.emails.clone(),
-            verified: self.verified,
-            verify_error: self.verify_error.clone(),
-        }
     }
 }
 

@@ -16,6 +16,33 @@ pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
     std::sync::Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A fixed, bounded name for why a client's TLS handshake failed (a
+/// metrics label): `no_shared_protocol`, `no_client_certificate`,
+/// `bad_client_certificate`, `alert_received`, `protocol_error`,
+/// `connection_closed` or `other`.
+pub fn failure_reason(e: &std::io::Error) -> &'static str {
+    use rustls::Error;
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    match inner {
+        Some(Error::PeerIncompatible(_)) => "no_shared_protocol",
+        Some(Error::NoCertificatesPresented) => "no_client_certificate",
+        Some(Error::InvalidCertificate(_)) => "bad_client_certificate",
+        Some(Error::AlertReceived(_)) => "alert_received",
+        Some(Error::InvalidMessage(_))
+        | Some(Error::PeerMisbehaved(_))
+        | Some(Error::InappropriateMessage { .. })
+        | Some(Error::InappropriateHandshakeMessage { .. }) => "protocol_error",
+        Some(_) => "other",
+        None => match e.kind() {
+            std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe => "connection_closed",
+            std::io::ErrorKind::InvalidData => "protocol_error",
+            _ => "other",
+        },
+    }
+}
+
 /// Whether `name` (lower case) matches `pattern`: exact, or `*.suffix`
 /// matching exactly one more label.
 pub fn name_matches(pattern: &str, name: &str) -> bool {

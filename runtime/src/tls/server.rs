@@ -13,6 +13,7 @@ use super::{name_matches, pem};
 use crate::config::{ConfigError, ListenerTls, Source};
 
 /// One host of a TLS listener.
+#[derive(Debug)]
 pub struct TlsHost {
     /// Names, lower case (exact or `*.suffix`).
     pub names: Vec<String>,
@@ -21,6 +22,7 @@ pub struct TlsHost {
 }
 
 /// The hosts of one TLS listener.
+#[derive(Debug)]
 pub struct TlsListener {
     /// In config order; the first is the default for clients without SNI.
     pub hosts: Vec<TlsHost>,

@@ -109,7 +109,7 @@ pub fn evaluate(c: &Compiled, ex: &Exchange) -> Result<Cel, String> {
         let mut m: HashMap<&str, Cel> = HashMap::with_capacity(8);
         m.insert("method", r.method.as_str().into());
         m.insert("scheme", ex.conn.scheme().into());
-        m.insert("host", crate::proxy::headers::authority(r).into());
+        m.insert("host", crate::exchange::authority(r).into());
         m.insert("path", r.uri.path().into());
         m.insert("query", r.uri.query().unwrap_or("").into());
         m.insert("headers", headers_map(&r.headers));

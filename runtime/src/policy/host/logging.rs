@@ -5,15 +5,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::HostState;
 use crate::policy::bindings::gatehouse::policy::host::{Host, LogLevel};
 
-fn monotonic_origin() -> std::time::Instant {
-    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    *ORIGIN.get_or_init(std::time::Instant::now)
-}
-
 impl Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) {
         let message = self.secrets.redact(&message);
         let policy = &*self.policy;
+        if let Some(e) = self.exchange.as_deref() {
+            e.trace("policy", || {
+                serde_json::json!({
+                    "policy": policy,
+                    "scope": &*self.scope,
+                    "log": format!("{level:?}").to_ascii_lowercase(),
+                    "message": &message,
+                })
+            });
+        }
         let request_id = self
             .exchange
             .as_deref()
@@ -43,10 +48,14 @@ impl Host for HostState {
     }
 
     fn trace(&mut self, message: String) {
-        let policy = self.policy.clone();
-        let secrets = self.secrets.clone();
-        if let Some(e) = self.exchange.as_deref_mut() {
-            e.trace(&policy, || secrets.redact(&message));
+        if let Some(e) = self.exchange.as_deref() {
+            e.trace("policy", || {
+                serde_json::json!({
+                    "policy": &*self.policy,
+                    "scope": &*self.scope,
+                    "message": self.secrets.redact(&message),
+                })
+            });
         }
     }
 
@@ -58,7 +67,7 @@ impl Host for HostState {
     }
 
     fn monotonic_nanos(&mut self) -> u64 {
-        monotonic_origin().elapsed().as_nanos() as u64
+        super::wasi::origin().elapsed().as_nanos() as u64
     }
 
     fn request_id(&mut self) -> String {

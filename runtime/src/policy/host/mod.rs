@@ -6,6 +6,8 @@
 //! - [`variables`] — `variables`
 //! - [`expressions`] — `expressions` (CEL)
 //! - [`wasi`] — the WASI functions std reaches for (random, clocks, env)
+//! - [`services`] — [`HostServices`], the process-wide services every
+//!   store can reach
 
 pub mod expressions;
 pub mod logging;
@@ -13,133 +15,26 @@ pub mod variables;
 pub mod views;
 pub mod wasi;
 
-use std::collections::BTreeMap;
+pub mod markers;
+pub mod services;
+
 use std::sync::Arc;
-use std::time::Instant;
 
-use crate::proxy::conn::ConnInfo;
+pub use crate::exchange::{Exchange, RequestId, RouteInfo};
+pub use services::HostServices;
 
-/// Marker type for `types.request` handles.
-pub struct RequestView;
-/// Marker type for `types.response` handles.
-pub struct ResponseView;
-/// Marker type for `types.connection` handles.
-pub struct ConnectionView;
-/// Marker type for `expressions.expression` handles; the `rep` indexes
-/// [`HostState::expressions`].
-pub struct ExpressionHandle;
-
-/// Everything the pipeline knows about one request, moved into the store of
-/// the policy instance being called (and back out afterwards), so host
-/// functions read it without copies or locks.
-pub struct Exchange {
-    /// The request head, with earlier policies' edits applied.
-    pub request: http::request::Parts,
-    /// The response head, during outbound and on-error chains.
-    pub response: Option<http::response::Parts>,
-    /// The downstream connection.
-    pub conn: Arc<ConnInfo>,
-    /// Context variables.
-    pub vars: BTreeMap<String, String>,
-    /// The route the request matched.
-    pub route: RouteInfo,
-    /// The request id (also the `x-request-id` response header).
-    pub request_id: RequestId,
-    /// When the request arrived.
-    pub started: Instant,
-    /// Trace entries, when the request is traced.
-    pub trace: Option<Vec<TraceEntry>>,
-}
-
-/// A request id: 16 lower-case hex digits, kept as a header value so that
-/// sending it (upstream, to the client) copies nothing.
-#[derive(Clone, Debug)]
-pub struct RequestId(http::HeaderValue);
-
-impl RequestId {
-    /// A fresh random id.
-    pub fn new() -> Self {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let n = fastrand::u64(..);
-        let mut buf = [0u8; 16];
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
-        }
-        RequestId(
-            http::HeaderValue::from_bytes(&buf)
-                .unwrap_or(http::HeaderValue::from_static("0000000000000000")),
-        )
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        self.0.to_str().unwrap_or("")
-    }
-
-    /// The id as a header value (a cheap reference-counted clone).
-    pub fn header(&self) -> http::HeaderValue {
-        self.0.clone()
-    }
-}
-
-impl Default for RequestId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl std::fmt::Display for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::ops::Deref for RequestId {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-/// The route a request matched.
-#[derive(Clone, Debug, Default)]
-pub struct RouteInfo {
-    /// The API's name.
-    pub api: Arc<str>,
-    /// The operation's name, if one matched.
-    pub operation: Option<Arc<str>>,
-    /// Path template parameters.
-    pub params: Vec<(Arc<str>, String)>,
-}
-
-/// One entry of a request trace.
-#[derive(Clone, Debug)]
-pub struct TraceEntry {
-    /// Who wrote it: `gateway` or a policy's name.
-    pub source: String,
-    /// Microseconds since the request arrived.
-    pub elapsed_us: u64,
-    /// What happened.
-    pub message: String,
-}
-
-impl Exchange {
-    /// Adds a trace entry if the request is traced.
-    pub fn trace(&mut self, source: &str, message: impl FnOnce() -> String) {
-        if let Some(t) = self.trace.as_mut() {
-            t.push(TraceEntry {
-                source: source.to_string(),
-                elapsed_us: self.started.elapsed().as_micros() as u64,
-                message: message(),
-            });
-        }
-    }
-}
+pub use markers::{ConnectionView, ExpressionHandle, RequestView, ResponseView};
 
 /// The data of one policy instance's store.
 pub struct HostState {
     /// The policy's name, for logs and traces.
     pub policy: Arc<str>,
+    /// The scope of the chain entry being called (`global`, `api:NAME`,
+    /// `operation:API/NAME`), for traces.
+    pub scope: Arc<str>,
+    /// The process-wide services (metrics today; counters, key sets and
+    /// crypto keys as later interfaces need them).
+    pub services: Arc<HostServices>,
     /// The exchange being processed; `None` outside a hook.
     pub exchange: Option<Box<Exchange>>,
     /// Expressions compiled by this instance; a slot is `None` once dropped.
@@ -152,8 +47,15 @@ pub struct HostState {
 
 impl HostState {
     /// A fresh state for an instance of `policy`.
-    pub fn new(policy: Arc<str>, memory_limit: usize, secrets: crate::config::Secrets) -> Self {
+    pub fn new(
+        policy: Arc<str>,
+        memory_limit: usize,
+        secrets: crate::config::Secrets,
+        services: Arc<HostServices>,
+    ) -> Self {
         HostState {
+            scope: Arc::from(""),
+            services,
             policy,
             exchange: None,
             expressions: Vec::new(),

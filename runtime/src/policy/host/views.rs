@@ -43,7 +43,7 @@ impl HostState {
     fn resp(&self) -> Option<&http::response::Parts> {
         self.exchange.as_deref().and_then(|e| e.response.as_ref())
     }
-    fn conn(&self) -> Option<&crate::proxy::conn::ConnInfo> {
+    fn conn(&self) -> Option<&crate::exchange::ConnInfo> {
         self.exchange.as_deref().map(|e| &*e.conn)
     }
 }
@@ -61,7 +61,7 @@ impl HostRequest for HostState {
     }
     fn authority(&mut self, _: Resource<RequestView>) -> String {
         self.req()
-            .map(crate::proxy::headers::authority)
+            .map(crate::exchange::authority)
             .unwrap_or_default()
     }
     fn path(&mut self, _: Resource<RequestView>) -> String {
@@ -150,7 +150,7 @@ impl HostConnection for HostState {
     }
     fn client_certificate(&mut self, _: Resource<ConnectionView>) -> Option<ClientCertificate> {
         self.conn()
-            .and_then(|c| c.tls.as_ref()?.client_cert.as_ref().map(|c| c.to_wit()))
+            .and_then(|c| c.tls.as_ref()?.client_cert.as_ref().map(certificate))
     }
     fn client_certificate_chain(&mut self, _: Resource<ConnectionView>) -> Vec<Vec<u8>> {
         self.conn()
@@ -163,5 +163,25 @@ impl HostConnection for HostState {
     }
     fn drop(&mut self, _: Resource<ConnectionView>) -> wasmtime::Result<()> {
         Ok(())
+    }
+}
+
+/// The WIT record of a client certificate.
+fn certificate(c: &crate::tls::certinfo::CertInfo) -> ClientCertificate {
+    ClientCertificate {
+        subject: c.subject.clone(),
+        issuer: c.issuer.clone(),
+        common_name: c.common_name.clone(),
+        serial: c.serial.clone(),
+        thumbprint_sha1: c.thumbprint_sha1.clone(),
+        thumbprint_sha256: c.thumbprint_sha256.clone(),
+        not_before: c.not_before,
+        not_after: c.not_after,
+        dns_names: c.dns_names.clone(),
+        uris: c.uris.clone(),
+        ip_addresses: c.ip_addresses.clone(),
+        emails: c.emails.clone(),
+        verified: c.verified,
+        verify_error: c.verify_error.clone(),
     }
 }

@@ -25,7 +25,8 @@ struct Datetime {
     nanoseconds: u32,
 }
 
-fn origin() -> Instant {
+/// The origin of the monotonic clocks policies read (WASI and `host`).
+pub fn origin() -> Instant {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     *ORIGIN.get_or_init(Instant::now)
 }

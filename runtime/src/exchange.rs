@@ -1,0 +1,213 @@
+//! What the gateway knows about one request and the connection it came on:
+//! the data the pipeline, the policy host and the completion phase share.
+//!
+//! - [`ConnInfo`]: the client connection (address, listener, TLS facts).
+//! - [`Exchange`]: one request on its way through the chains — moved into
+//!   a policy instance's store for a call and back out, so host functions
+//!   read it without copies or locks.
+//! - [`RequestId`], [`RouteInfo`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls::pki_types::CertificateDer;
+
+use crate::observe::trace::SharedTrace;
+use crate::tls::certinfo::CertInfo;
+use crate::tls::server::TlsListener;
+
+/// A downstream connection, shared by the requests on it.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The client's IP as a header value, made once per connection for
+    /// `X-Forwarded-For`.
+    pub client_ip_header: http::HeaderValue,
+    /// The listener's address.
+    pub local: SocketAddr,
+    /// The listener's name.
+    pub listener: Arc<str>,
+    /// TLS details; `None` on plain HTTP.
+    pub tls: Option<TlsInfo>,
+}
+
+/// The TLS side of a connection.
+#[derive(Debug)]
+pub struct TlsInfo {
+    /// The SNI the client sent.
+    pub sni: Option<String>,
+    /// The negotiated ALPN protocol.
+    pub alpn: Option<String>,
+    /// `TLSv1.2` / `TLSv1.3`.
+    pub version: &'static str,
+    /// The listener's TLS host table as it was when the connection was
+    /// accepted: a reload does not change the hosts of an open connection.
+    pub table: Arc<TlsListener>,
+    /// The index of the host entry chosen for the SNI in `table`.
+    pub host_index: usize,
+    /// How long the handshake took, in microseconds.
+    pub handshake_us: u64,
+    /// The chain the client presented (DER, leaf first).
+    pub client_chain: Vec<CertificateDer<'static>>,
+    /// The client certificate's fields.
+    pub client_cert: Option<CertInfo>,
+}
+
+impl ConnInfo {
+    /// A connection from `client` accepted on `local` by `listener`.
+    pub fn new(
+        client: SocketAddr,
+        local: SocketAddr,
+        listener: Arc<str>,
+        tls: Option<TlsInfo>,
+    ) -> Self {
+        let client_ip_header = http::HeaderValue::from_str(&client.ip().to_string())
+            .unwrap_or(http::HeaderValue::from_static("unknown"));
+        ConnInfo {
+            client,
+            client_ip_header,
+            local,
+            listener,
+            tls,
+        }
+    }
+
+    /// `https` on TLS, `http` otherwise.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// The request's authority: from the URI (HTTP/2 `:authority`, absolute
+/// form) or the `Host` header.
+pub fn authority(r: &http::request::Parts) -> String {
+    if let Some(a) = r.uri.authority() {
+        return a.as_str().to_string();
+    }
+    r.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Everything the pipeline knows about one request, moved into the store of
+/// the policy instance being called (and back out afterwards).
+pub struct Exchange {
+    /// The request head, with earlier policies' edits applied.
+    pub request: http::request::Parts,
+    /// The response head, during outbound and on-error chains.
+    pub response: Option<http::response::Parts>,
+    /// The downstream connection.
+    pub conn: Arc<ConnInfo>,
+    /// Context variables.
+    pub vars: BTreeMap<String, String>,
+    /// The route the request matched.
+    pub route: RouteInfo,
+    /// The request id (also the `x-request-id` response header).
+    pub request_id: RequestId,
+    /// When the request arrived.
+    pub started: Instant,
+    /// The request's trace, when the client asked for one with the trace
+    /// key.
+    pub trace: Option<SharedTrace>,
+}
+
+impl Exchange {
+    /// A fresh exchange for a request head.
+    pub fn new(
+        request: http::request::Parts,
+        conn: Arc<ConnInfo>,
+        request_id: RequestId,
+        started: Instant,
+    ) -> Self {
+        Exchange {
+            request,
+            response: None,
+            conn,
+            vars: BTreeMap::new(),
+            route: RouteInfo::default(),
+            request_id,
+            started,
+            trace: None,
+        }
+    }
+
+    /// Adds a record to the trace, if the request is traced; `data` is only
+    /// built then.
+    pub fn trace(&self, source: &'static str, data: impl FnOnce() -> serde_json::Value) {
+        if let Some(t) = &self.trace {
+            if let Ok(mut t) = t.lock() {
+                t.record(source, data());
+            }
+        }
+    }
+}
+
+/// A request id: 16 lower-case hex digits, kept as a header value so that
+/// sending it (upstream, to the client) copies nothing.
+#[derive(Clone, Debug)]
+pub struct RequestId(http::HeaderValue);
+
+impl RequestId {
+    /// A fresh random id.
+    pub fn new() -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = fastrand::u64(..);
+        let mut buf = [0u8; 16];
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        RequestId(
+            http::HeaderValue::from_bytes(&buf)
+                .unwrap_or(http::HeaderValue::from_static("0000000000000000")),
+        )
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or("")
+    }
+
+    /// The id as a header value (a cheap reference-counted clone).
+    pub fn header(&self) -> http::HeaderValue {
+        self.0.clone()
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// The route a request matched.
+#[derive(Clone, Debug, Default)]
+pub struct RouteInfo {
+    /// The API's name (empty when none matched).
+    pub api: Arc<str>,
+    /// The operation's name, if one matched.
+    pub operation: Option<Arc<str>>,
+    /// Path template parameters.
+    pub params: Vec<(Arc<str>, String)>,
+}

@@ -1,0 +1,226 @@
+//! The one chain runner: every section (inbound, outbound, on-error) runs
+//! its policies through [`run`], which applies each decision's header edits
+//! to the message of the section, stops at the first policy that responds
+//! or refuses, and records a trace step per policy when the request is
+//! traced.
+
+use std::time::Instant;
+
+use http::header::{HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use serde_json::json;
+
+use super::body::{full, Body};
+use super::fault::Fault;
+use super::headers;
+use super::snapshot::ChainStep;
+use crate::exchange::Exchange;
+use crate::policy::bindings::{Decision, HeaderEdit, ResponseSpec};
+use crate::policy::PolicyPool;
+
+/// A chain section: which hook runs and which message edits apply to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    /// `on-request`; edits apply to the request.
+    Inbound,
+    /// `on-response` on the upstream's response.
+    Outbound,
+    /// `on-response` on the fault about to be sent.
+    OnError,
+}
+
+impl Section {
+    /// The name used in config, traces and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Section::Inbound => "inbound",
+            Section::Outbound => "outbound",
+            Section::OnError => "on_error",
+        }
+    }
+}
+
+/// How a section ended.
+pub enum Outcome {
+    /// Every policy continued.
+    Continue(Box<Exchange>),
+    /// A policy answered with its own response.
+    Respond(Box<Exchange>, Response<Body>),
+    /// A policy refused ([`super::fault::FaultKind::Denied`]) or failed
+    /// ([`super::fault::FaultKind::PolicyFailure`]).
+    Fault(Box<Exchange>, Fault),
+}
+
+/// Runs `steps` in order over `ex`. Steps that ran and asked for the
+/// completion hook are appended to `ran_completion`.
+pub fn run(
+    section: Section,
+    steps: &[ChainStep],
+    mut ex: Box<Exchange>,
+    ran_completion: &mut Vec<ChainStep>,
+) -> Outcome {
+    for step in steps {
+        let pool = &step.pool;
+        let started = ex.trace.is_some().then(Instant::now);
+        let (back, result) = match section {
+            Section::Inbound => pool.on_request(ex, &step.scope),
+            Section::Outbound | Section::OnError => pool.on_response(ex, &step.scope),
+        };
+        ex = back;
+        if pool.on_complete_enabled() {
+            ran_completion.push(step.clone());
+        }
+        if let Some(started) = started {
+            trace_step(&ex, section, step, &result, started);
+        }
+        let decision = match result {
+            Ok(d) => d,
+            Err(e) => return Outcome::Fault(ex, Fault::policy_failed(&e)),
+        };
+        match decision {
+            Decision::Continue(edits) => {
+                let target = match section {
+                    Section::Inbound => Some(&mut ex.request.headers),
+                    Section::Outbound | Section::OnError => {
+                        ex.response.as_mut().map(|r| &mut r.headers)
+                    }
+                };
+                if let Some(h) = target {
+                    if let Err(f) = apply_edits(h, edits, pool) {
+                        return Outcome::Fault(ex, f);
+                    }
+                }
+            }
+            Decision::Respond(spec) => {
+                return match response_from_spec(spec, pool) {
+                    Ok(r) => Outcome::Respond(ex, r),
+                    Err(f) => Outcome::Fault(ex, f),
+                }
+            }
+            Decision::Deny(f) => return Outcome::Fault(ex, denied(pool, f)),
+        }
+    }
+    Outcome::Continue(ex)
+}
+
+fn trace_step(
+    ex: &Exchange,
+    section: Section,
+    step: &ChainStep,
+    result: &Result<Decision, crate::policy::PolicyError>,
+    started: Instant,
+) {
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    ex.trace("policy", || {
+        let mut d = json!({
+            "policy": &**step.pool.name(),
+            "scope": &*step.scope,
+            "section": section.as_str(),
+            "elapsed_us": elapsed_us,
+        });
+        match result {
+            Ok(Decision::Continue(edits)) => {
+                d["decision"] = "continue".into();
+                d["edits"] = edits
+                    .iter()
+                    .map(|e| match e {
+                        HeaderEdit::Set(h) => format!("set {}", h.name),
+                        HeaderEdit::Append(h) => format!("append {}", h.name),
+                        HeaderEdit::Remove(n) => format!("remove {n}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .into();
+            }
+            Ok(Decision::Respond(spec)) => {
+                d["decision"] = "respond".into();
+                d["status"] = spec.status.into();
+            }
+            Ok(Decision::Deny(f)) => {
+                d["decision"] = "deny".into();
+                d["status"] = f.status.into();
+                d["code"] = step.pool.redact(&f.code).into();
+                d["detail"] = step.pool.redact(&f.detail).into();
+            }
+            Err(e) => {
+                d["decision"] = "failed".into();
+                d["error"] = step.pool.redact(&e.to_string()).into();
+            }
+        }
+        d
+    });
+}
+
+/// The fault a policy chose, with secret named values removed from its
+/// text.
+fn denied(pool: &PolicyPool, mut f: crate::policy::bindings::Fault) -> Fault {
+    f.title = pool.redact(&f.title);
+    f.detail = pool.redact(&f.detail);
+    Fault::from_policy(pool.name(), f)
+}
+
+fn apply_edits(
+    h: &mut http::HeaderMap,
+    edits: Vec<HeaderEdit>,
+    pool: &PolicyPool,
+) -> Result<(), Fault> {
+    for e in edits {
+        match e {
+            HeaderEdit::Set(hd) | HeaderEdit::Append(hd) if hd.name.is_empty() => {
+                return Err(Fault::invalid_decision(pool.name(), "empty header name"))
+            }
+            HeaderEdit::Set(hd) => {
+                let (n, v) = header_pair(&hd.name, &hd.value, pool)?;
+                h.insert(n, v);
+            }
+            HeaderEdit::Append(hd) => {
+                let (n, v) = header_pair(&hd.name, &hd.value, pool)?;
+                h.append(n, v);
+            }
+            HeaderEdit::Remove(name) => {
+                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                    h.remove(n);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn header_pair(
+    name: &str,
+    value: &str,
+    pool: &PolicyPool,
+) -> Result<(HeaderName, HeaderValue), Fault> {
+    let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        Fault::invalid_decision(pool.name(), format!("`{name}` is not a valid header name"))
+    })?;
+    // UTF-8 is allowed (as obs-text); control characters are not.
+    let v = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
+        Fault::invalid_decision(
+            pool.name(),
+            format!("the value of `{name}` is not a valid header value"),
+        )
+    })?;
+    Ok((n, v))
+}
+
+fn response_from_spec(spec: ResponseSpec, pool: &PolicyPool) -> Result<Response<Body>, Fault> {
+    let status = StatusCode::from_u16(spec.status)
+        .ok()
+        .filter(|s| (200..=599).contains(&s.as_u16()))
+        .ok_or_else(|| {
+            Fault::invalid_decision(
+                pool.name(),
+                format!("status {} cannot be sent", spec.status),
+            )
+        })?;
+    let mut resp = Response::new(full(spec.body));
+    *resp.status_mut() = status;
+    for hd in spec.headers {
+        let (n, v) = header_pair(&hd.name, &hd.value, pool)?;
+        resp.headers_mut().append(n, v);
+    }
+    headers::remove_hop_by_hop(resp.headers_mut());
+    resp.headers_mut().remove(http::header::CONTENT_LENGTH);
+    Ok(resp)
+}
