@@ -15,6 +15,9 @@ fn main() {
         workspace.join("examples/custom-policy/Cargo.toml"),
         workspace.join("tests/guests/misbehave/src"),
         workspace.join("tests/guests/misbehave/Cargo.toml"),
+        workspace.join("tests/guests/future-contract/src"),
+        workspace.join("tests/guests/future-contract/wit"),
+        workspace.join("tests/guests/future-contract/Cargo.toml"),
         workspace.join("guest-sdk/src"),
         workspace.join("wit"),
     ]);
@@ -22,7 +25,11 @@ fn main() {
     let built = guest_build::build(
         &workspace,
         &target_dir,
-        &["policy-api-key", "policy-misbehave"],
+        &[
+            "policy-api-key",
+            "policy-misbehave",
+            "policy-future-contract",
+        ],
     );
     println!(
         "cargo:rustc-env=GATEHOUSE_TEST_API_KEY_WASM={}",
@@ -31,5 +38,9 @@ fn main() {
     println!(
         "cargo:rustc-env=GATEHOUSE_TEST_MISBEHAVE_WASM={}",
         built[1].display()
+    );
+    println!(
+        "cargo:rustc-env=GATEHOUSE_TEST_FUTURE_CONTRACT_WASM={}",
+        built[2].display()
     );
 }

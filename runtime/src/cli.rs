@@ -161,12 +161,15 @@ fn run(config: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
             println!("admin listener on http://{a}  (/healthz /readyz /metrics /config /reload /traces/ID)");
         }
     }
-    // The main thread only waits for signals.
+    if let Err(e) = gw.handle_signals() {
+        tracing::warn!("{e}; reload with POST /reload on the admin listener instead");
+    }
+    // The main thread only waits for the signal to stop.
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(signals(&gw)),
+        Ok(rt) => rt.block_on(wait_for_stop()),
         Err(e) => {
             eprintln!("error: cannot wait for signals: {e}");
             gw.stop();
@@ -178,36 +181,25 @@ fn run(config: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Serves signals until Ctrl-C or SIGTERM: SIGHUP reloads the config,
-/// SIGUSR1 reopens the access log.
-async fn signals(gw: &crate::gateway::Gateway) {
+/// Waits for Ctrl-C or SIGTERM.
+async fn wait_for_stop() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut hup), Ok(mut usr1)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-            signal(SignalKind::user_defined1()),
-        ) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => return,
-                _ = term.recv() => return,
-                _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading the config");
-                    // The outcome (and every problem) is logged by reload.
-                    let _ = gw.reload();
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
                 }
-                _ = usr1.recv() => gw.reopen_logs(),
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = gw;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -26,6 +26,17 @@ pub fn misbehave_wasm() -> &'static str {
     env!("GATEHOUSE_TEST_MISBEHAVE_WASM")
 }
 
+/// A policy built for a newer contract (`tests/guests/future-contract`).
+pub fn future_contract_wasm() -> &'static str {
+    env!("GATEHOUSE_TEST_FUTURE_CONTRACT_WASM")
+}
+
+/// The example custom policy as built against the 0.1.0 contract of the
+/// foundation, checked in: a compiled policy must keep loading.
+pub fn api_key_contract_0_1_0_wasm() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/api-key-contract-0.1.0.wasm")
+}
+
 /// A temporary directory, removed on drop.
 pub struct TempDir(PathBuf);
 

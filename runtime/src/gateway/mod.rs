@@ -15,6 +15,7 @@
 
 pub mod build;
 pub mod chains;
+pub mod signals;
 pub mod watch;
 pub mod workers;
 
@@ -98,6 +99,8 @@ struct Inner {
     reloading: Mutex<()>,
     ready: AtomicBool,
     watcher: Mutex<Option<watch::Watcher>>,
+    /// Stops the signal thread, when signals are handled.
+    signals: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 /// Loads the config at `path` (or the quickstart).
@@ -205,6 +208,7 @@ impl Gateway {
             reloading: Mutex::new(()),
             ready: AtomicBool::new(false),
             watcher: Mutex::new(None),
+            signals: Mutex::new(None),
         });
         let snap = live.load();
         let mut listening = Vec::new();
@@ -298,12 +302,22 @@ impl Gateway {
     /// Writes buffered access-log lines and opens the access-log file again
     /// (for log rotation).
     pub fn reopen_logs(&self) {
-        if let Some(log) = &self.inner.live.load().access_log {
-            match log.reopen() {
-                Ok(()) => tracing::info!("access log reopened"),
-                Err(e) => tracing::warn!("{e}"),
-            }
+        signals::reopen(&self.inner);
+    }
+
+    /// Answers `SIGHUP` (reload) and `SIGUSR1` (reopen the access log) from
+    /// now on, until the gateway stops.
+    ///
+    /// # Errors
+    ///
+    /// The signal handlers cannot be registered.
+    pub fn handle_signals(&self) -> Result<(), String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        signals::handle(Arc::downgrade(&self.inner), rx)?;
+        if let Ok(mut s) = self.inner.signals.lock() {
+            *s = Some(tx);
         }
+        Ok(())
     }
 
     /// Stops accepting on every listener, lets requests in flight finish
@@ -323,6 +337,9 @@ impl Gateway {
         inner.ready.store(false, Ordering::Release);
         if let Ok(mut w) = inner.watcher.lock() {
             w.take();
+        }
+        if let Ok(mut s) = inner.signals.lock() {
+            s.take();
         }
         if let Some(a) = inner.admin.lock().ok().and_then(|mut a| a.take()) {
             a.stop(true);

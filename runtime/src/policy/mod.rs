@@ -213,11 +213,11 @@ impl PolicyRuntime {
         // uses it: randomness, clocks and the (empty) environment are
         // served, every other WASI function traps (policies log through
         // the host instead).
+        linker.allow_shadowing(true);
+        host::wasi::stub_unserved(&mut linker, &component.component, &self.engine)
+            .map_err(|e| format!("cannot link the component's WASI imports: {e:#}"))?;
         host::wasi::define(&mut linker, &component.component, &self.engine)
             .map_err(|e| format!("cannot link the component's WASI imports: {e:#}"))?;
-        linker
-            .define_unknown_imports_as_traps(&component.component)
-            .map_err(|e| format!("cannot link the component: {e:#}"))?;
         let pre = linker
             .instantiate_pre(&component.component)
             .map_err(|e| format!("the component does not fit the gatehouse:policy world: {e:#}"))?;

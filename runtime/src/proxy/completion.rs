@@ -63,6 +63,7 @@ pub struct State {
     started: Instant,
     started_wall: SystemTime,
     req_bytes: AtomicU64,
+    req_failed: AtomicBool,
     resp_bytes: AtomicU64,
     resp_done: AtomicBool,
     record: Mutex<Record>,
@@ -98,6 +99,7 @@ impl Flight {
                 started,
                 started_wall: SystemTime::now(),
                 req_bytes: AtomicU64::new(0),
+                req_failed: AtomicBool::new(false),
                 resp_bytes: AtomicU64::new(0),
                 resp_done: AtomicBool::new(false),
                 record: Mutex::new(Record::default()),
@@ -110,6 +112,12 @@ impl Flight {
             status: 0,
             fault_code: None,
         }
+    }
+
+    /// Whether reading the client's request body failed (the client left or
+    /// broke the framing before sending all of it).
+    pub fn request_body_failed(&self) -> bool {
+        self.state.req_failed.load(Ordering::Relaxed)
     }
 
     /// Wraps the client's request body so its bytes are counted.
@@ -211,7 +219,9 @@ impl Drop for State {
         let total = self.started.elapsed();
         let request_bytes = *self.req_bytes.get_mut();
         let response_bytes = *self.resp_bytes.get_mut();
-        let complete = *self.resp_done.get_mut();
+        // Complete: the response body went out in full and the request
+        // body (if any) came in in full.
+        let complete = *self.resp_done.get_mut() && !*self.req_failed.get_mut();
         let metrics = &self.live.metrics;
 
         let api = ex.route.api.clone();
@@ -360,6 +370,9 @@ where
                 }
             }
             Poll::Ready(None) => this.done(),
+            Poll::Ready(Some(Err(_))) if !this.response => {
+                this.state.req_failed.store(true, Ordering::Relaxed);
+            }
             _ => {}
         }
         polled

@@ -66,6 +66,9 @@ pub mod codes {
     /// The request head is larger than `limits.max_request_header_bytes`,
     /// or has more fields than `limits.max_request_headers`.
     pub const REQUEST_HEADERS_TOO_LARGE: &str = "request.headers-too-large";
+    /// The client closed the connection (or broke the framing) before its
+    /// request body was complete; logged, the client is gone.
+    pub const REQUEST_ABORTED: &str = "request.aborted";
     /// The upstream could not be reached or broke the exchange.
     pub const UPSTREAM_UNREACHABLE: &str = "upstream.unreachable";
     /// The upstream did not send a response head in time.
@@ -145,6 +148,16 @@ impl Fault {
             codes::REQUEST_HEADERS_TOO_LARGE,
             "Request header fields too large",
             format!("the request head is {size} bytes; the limit is {limit}"),
+        )
+    }
+
+    /// 400: the client stopped sending its request body.
+    pub fn request_aborted() -> Self {
+        Fault::new(
+            StatusCode::BAD_REQUEST,
+            codes::REQUEST_ABORTED,
+            "Request aborted",
+            "the client closed the connection before its request body was complete",
         )
     }
 

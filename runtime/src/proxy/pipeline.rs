@@ -293,6 +293,13 @@ async fn process(
             r
         }
         Err(f) => {
+            // The upstream exchange broke because the client stopped
+            // sending its body: say so, rather than blame the upstream.
+            let f = if flight.request_body_failed() {
+                Fault::request_aborted()
+            } else {
+                f
+            };
             tracing::warn!(request_id = %ex.request_id, upstream = %upstream.name, "{}", f.detail);
             ex.trace("upstream", || {
                 json!({

@@ -12,7 +12,8 @@ use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ring::rand::SecureRandom;
-use wasmtime::component::{Component, ComponentType, Linker, Lower};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, ComponentType, Linker, LinkerInstance, Lower, ResourceType};
 use wasmtime::Engine;
 
 use super::HostState;
@@ -39,6 +40,60 @@ fn secure_bytes(len: u64) -> wasmtime::Result<Vec<u8>> {
         .fill(&mut v)
         .map_err(|_| wasmtime::Error::msg("the system random source failed"))?;
     Ok(v)
+}
+
+/// Defines every `wasi:*` import of `component` as a trap (functions) or a
+/// placeholder type (resources). [`define`] then shadows the functions that
+/// are served for real; the linker must allow shadowing.
+///
+/// Only `wasi:*` imports are stubbed: a `gatehouse:policy/*` import is
+/// matched by the linker's own definitions (including an older 0.1.x
+/// version, by semver), and anything else is refused before this (see
+/// [`crate::policy::imports`]).
+///
+/// # Errors
+///
+/// A definition the linker refuses.
+pub fn stub_unserved(
+    linker: &mut Linker<HostState>,
+    component: &Component,
+    engine: &Engine,
+) -> wasmtime::Result<()> {
+    for (name, item) in component.component_type().imports(engine) {
+        if !name.starts_with("wasi:") {
+            continue;
+        }
+        if let ComponentItem::ComponentInstance(instance) = item.ty {
+            let mut inst = linker.instance(name)?;
+            for (export, item) in instance.exports(engine) {
+                stub(&mut inst, name, export, item.ty)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn stub(
+    inst: &mut LinkerInstance<'_, HostState>,
+    parent: &str,
+    name: &str,
+    item: ComponentItem,
+) -> wasmtime::Result<()> {
+    match item {
+        ComponentItem::ComponentFunc(_) => {
+            let qualified = format!("{parent}#{name}");
+            inst.func_new(name, move |_, _, _, _| {
+                Err(wasmtime::Error::msg(format!(
+                    "`{qualified}` is not available to policies (log and trace through gatehouse:policy/host)"
+                )))
+            })?;
+        }
+        ComponentItem::Resource(_) => {
+            inst.resource(name, ResourceType::host::<()>(), |_, _| Ok(()))?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Defines the served WASI functions for every WASI instance `component`
