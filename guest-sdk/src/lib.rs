@@ -139,15 +139,18 @@ pub trait Policy: Sized + 'static {
         Decision::proceed()
     }
 
-    /// Whether the gateway calls [`Policy::on_complete`]. Default: false,
-    /// and the gateway never enters the component after the response.
-    const ON_COMPLETE: bool = false;
+    /// Whether the gateway calls [`Policy::on_complete`] for this policy
+    /// (as configured). Asked once, after construction. Default: false, and
+    /// the gateway never enters the component after the response.
+    fn wants_completion(&self) -> bool {
+        false
+    }
 
     /// Called once a request the policy took part in is over — the response
     /// body sent in full, or the exchange ended early — with the bytes
     /// actually transferred, the status and the durations. The client
     /// already has its response; this cannot change it. Called only when
-    /// [`Policy::ON_COMPLETE`] is true. Default: nothing.
+    /// [`Policy::wants_completion`] is true. Default: nothing.
     fn on_complete(&self, req: &Request, conn: &Connection, info: &Completion) {
         let _ = (req, conn, info);
     }
@@ -204,8 +207,7 @@ pub mod __private {
 
     /// `completion-enabled` for the adapter of `P`.
     pub fn completion_enabled<P: Policy>(this: PolicyBorrow<'_>) -> bool {
-        let _ = this.get::<Adapter<P>>();
-        P::ON_COMPLETE
+        this.get::<Adapter<P>>().0.wants_completion()
     }
 
     /// `on-complete` for the adapter of `P`.

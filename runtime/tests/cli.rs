@@ -155,8 +155,25 @@ fn run_serves_until_stopped() {
     stream.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     assert!(reply.contains("application/problem+json"), "{reply}");
-    let _ = child.kill();
-    let _ = child.wait();
+    // SIGTERM stops it cleanly: exit status 0, the port released.
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the gateway did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port was released");
     // The log line of the refused request carries its request id.
     let rid = reply
         .lines()
@@ -176,6 +193,7 @@ fn run_serves_until_stopped() {
         "the access log names the request id {rid}:\n{log}"
     );
     assert!(log.contains("status=400"), "{log}");
+    assert!(log.contains("shutting down"), "{log}");
 }
 
 /// `gatehouse new-policy` writes a crate that passes its own test, builds

@@ -728,3 +728,123 @@ apis:
         "{errors:?}"
     );
 }
+
+#[tokio::test]
+async fn policies_that_ask_for_it_are_called_at_completion_with_what_was_transferred() {
+    let up = upstream::echo().await;
+    let yaml = format!(
+        r#"
+listeners: [{{name: main, address: "127.0.0.1:0"}}]
+upstreams: {{app: {{url: "http://{}"}}}}
+custom_policies:
+  misbehave: {{wasm: "{}"}}
+apis:
+  - name: app
+    path: /
+    upstream: app
+    policies:
+      inbound:
+        - misbehave: {{record_completion: true}}
+        - check-header: {{name: x-tenant}}
+{}
+"#,
+        up.addr,
+        gatehouse_tests::misbehave_wasm(),
+        admin_yaml()
+    );
+    let gw = Gw::start(TempDir::new("completion-hook"), &yaml).await;
+    let c = Client::plain(gw.addr("main"));
+    let traced = [("x-gatehouse-trace", TRACE_KEY), ("x-tenant", "acme")];
+    let r = c.request("POST", "/upload", &traced, &[b'x'; 1000]).await;
+    assert_eq!(r.status, 200);
+    let id = r.header("x-gatehouse-trace-id").unwrap().to_string();
+    let trace = trace_with(&gw, &id, "completion").await;
+    let hook = |t: &serde_json::Value| {
+        t["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["data"]["message"].as_str().map(str::to_string))
+            .find(|m| m.starts_with("completion"))
+    };
+    // The hook runs after the completion record; read again until it is in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut trace = trace;
+    while hook(&trace).is_none() {
+        assert!(Instant::now() < deadline, "the hook never ran: {trace}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        trace = trace_with(&gw, &id, "completion").await;
+    }
+    assert_eq!(
+        hook(&trace).unwrap(),
+        format!(
+            "completion POST /upload status=200 request_bytes=1000 response_bytes={} complete=true fault=none upstream_first_byte=true",
+            r.body.len()
+        )
+    );
+
+    // A refused request completes too, with its fault; the policy that ran
+    // before the refusal is called.
+    let r = c
+        .request("GET", "/denied", &[("x-gatehouse-trace", TRACE_KEY)], b"")
+        .await;
+    r.assert_fault(400, "policy.check-header.missing");
+    let id = r.header("x-gatehouse-trace-id").unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut trace = trace_with(&gw, &id, "completion").await;
+    while hook(&trace).is_none() {
+        assert!(Instant::now() < deadline, "the hook never ran: {trace}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        trace = trace_with(&gw, &id, "completion").await;
+    }
+    assert_eq!(
+        hook(&trace).unwrap(),
+        format!(
+            "completion GET /denied status=400 request_bytes=0 response_bytes={} complete=true fault=policy.check-header.missing upstream_first_byte=false",
+            r.body.len()
+        )
+    );
+}
+
+#[tokio::test]
+async fn sigusr1_reopens_the_access_log_after_rotation() {
+    let up = upstream::echo().await;
+    let yaml = format!(
+        r#"
+listeners: [{{name: main, address: "127.0.0.1:0"}}]
+upstreams: {{app: {{url: "http://{}"}}}}
+apis: [{{name: app, path: /, upstream: app}}]
+access_log: {{path: access.log}}
+"#,
+        up.addr
+    );
+    let gw = Gw::start(TempDir::new("rotate-log"), &yaml).await;
+    gw.gateway().handle_signals().expect("signal handlers");
+    let log = gw.dir.path().join("access.log");
+    let rotated = gw.dir.path().join("access.log.1");
+    let c = Client::plain(gw.addr("main"));
+    assert_eq!(c.get("/before", &[]).await.status, 200);
+    access_lines(&log, 1).await;
+    std::fs::rename(&log, &rotated).unwrap();
+    let pid = std::process::id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-USR1", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // Lines go to a new file at the old path once the signal is handled.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("/after")) {
+        assert!(Instant::now() < deadline, "no new access.log after SIGUSR1");
+        assert_eq!(c.get(&format!("/after/{n}"), &[]).await.status, 200);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains(r#""path":"/before""#), "{old}");
+    assert!(
+        !std::fs::read_to_string(&log).unwrap().contains("/before"),
+        "the new file holds only lines written after the rotation"
+    );
+}

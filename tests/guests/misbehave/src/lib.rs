@@ -4,7 +4,12 @@
 //! `stdout` (prints: traps), `vars` (echoes context variable `probe` to
 //! `x-probe`).
 //! Anything else continues.
-use gatehouse_sdk::{export_policy, variables, Connection, Decision, HeaderEdit, Policy, Request};
+//!
+//! With `record_completion: true`, it asks for the completion hook and
+//! traces what the gateway reports there.
+use gatehouse_sdk::{
+    export_policy, host, variables, Completion, Connection, Decision, HeaderEdit, Policy, Request,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -12,9 +17,13 @@ use serde::Deserialize;
 pub struct Config {
     #[serde(default)]
     fail_construction: bool,
+    #[serde(default)]
+    record_completion: bool,
 }
 
-pub struct Misbehave;
+pub struct Misbehave {
+    record_completion: bool,
+}
 
 impl Policy for Misbehave {
     type Config = Config;
@@ -22,7 +31,25 @@ impl Policy for Misbehave {
         if c.fail_construction {
             return Err("fail_construction: asked to fail".into());
         }
-        Ok(Misbehave)
+        Ok(Misbehave {
+            record_completion: c.record_completion,
+        })
+    }
+    fn wants_completion(&self) -> bool {
+        self.record_completion
+    }
+    fn on_complete(&self, req: &Request, _conn: &Connection, info: &Completion) {
+        host::trace(&format!(
+            "completion {} {} status={} request_bytes={} response_bytes={} complete={} fault={} upstream_first_byte={}",
+            req.method(),
+            req.path(),
+            info.status,
+            info.request_bytes,
+            info.response_bytes,
+            info.complete,
+            info.fault_code.as_deref().unwrap_or("none"),
+            info.upstream_first_byte_us.is_some(),
+        ));
     }
     fn on_request(&self, req: &Request, _conn: &Connection) -> Decision {
         match req.header("x-misbehave").as_deref() {
