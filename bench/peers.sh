@@ -3,6 +3,10 @@
 # terminating TLS on loopback with the same certificates and proxying to the
 # same nginx upstream (the shared harness in ../shared/bench).
 #
+# Gatehouse runs three ways: no policy (gatehouse-0.yaml), five policies
+# (gatehouse-5.yaml), and no policy with metrics and a JSON access log on
+# (gatehouse-0-observed.yaml).
+#
 # HTTPS, HTTP/1.1 keep-alive, 32 connections, wrk; client certificates off
 # (MTLS=off) because wrk cannot send one. Each proxy is pinned to CPU 1 with
 # one worker; wrk and the upstream share CPU 0. The figure to compare is
@@ -33,7 +37,7 @@ trap cleanup EXIT
 (cd "$SHARED" && ./upstream/upstream.sh start >/dev/null && MTLS=off RESUMPTION=on ./peers.sh start nginx haproxy envoy >/dev/null)
 
 start_gatehouse() { # start_gatehouse NAME CONFIG PORT
-  sed "s|__CERTS__|$CERTS|g" "$HERE/$2" > "$RUN/$1.yaml"
+  sed "s|__CERTS__|$CERTS|g; s|__RUN__|$RUN|g" "$HERE/$2" > "$RUN/$1.yaml"
   GATEHOUSE_LOG=warn RUST_BACKTRACE=0 taskset -c 1 "$BIN" run -c "$RUN/$1.yaml" --workers 1 > "$RUN/$1.log" 2>&1 &
   echo $! > "$RUN/$1.pid"
   for _ in $(seq 100); do
@@ -44,6 +48,7 @@ start_gatehouse() { # start_gatehouse NAME CONFIG PORT
 }
 start_gatehouse gh0 gatehouse-0.yaml 18447
 start_gatehouse gh5 gatehouse-5.yaml 18448
+start_gatehouse gh0obs gatehouse-0-observed.yaml 18449
 
 UP=$(cat /tmp/bench-upstream/nginx.pid)
 run() { # run LABEL PID URL [extra wrk header]
@@ -54,3 +59,4 @@ run haproxy "$(cat /tmp/bench-peers/haproxy/pid)" https://127.0.0.1:18444/
 run envoy "$(cat /tmp/bench-peers/envoy/pid)" https://127.0.0.1:18445/
 run gatehouse-0 "$(cat "$RUN/gh0.pid")" https://127.0.0.1:18447/
 run gatehouse-5 "$(cat "$RUN/gh5.pid")" https://127.0.0.1:18448/
+run gatehouse-0-observed "$(cat "$RUN/gh0obs.pid")" https://127.0.0.1:18449/

@@ -266,6 +266,7 @@ pub fn build(
         listeners,
         upstreams,
         limits: config.limits.clone(),
+        request_metrics: admin.is_some(),
         admin,
         trace_key,
         access_log,

@@ -224,24 +224,27 @@ impl Drop for State {
         let complete = *self.resp_done.get_mut() && !*self.req_failed.get_mut();
         let metrics = &self.live.metrics;
 
-        let api = ex.route.api.clone();
-        let operation = ex.route.operation.clone().unwrap_or_else(empty);
-        metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                listener: ex.conn.listener.clone(),
-                api: api.clone(),
-                operation,
-                status: rec.status,
-            })
-            .inc();
-        metrics
-            .request_duration
-            .get_or_create(&ApiLabels {
-                listener: ex.conn.listener.clone(),
-                api,
-            })
-            .observe(total);
+        let snapshot = rec.snapshot.as_deref();
+        if snapshot.is_some_and(|s| s.request_metrics) {
+            let api = ex.route.api.clone();
+            let operation = ex.route.operation.clone().unwrap_or_else(empty);
+            metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    listener: ex.conn.listener.clone(),
+                    api: api.clone(),
+                    operation,
+                    status: rec.status,
+                })
+                .inc();
+            metrics
+                .request_duration
+                .get_or_create(&ApiLabels {
+                    listener: ex.conn.listener.clone(),
+                    api,
+                })
+                .observe(total);
+        }
 
         let up = &rec.upstream;
         ex.trace("completion", || {
@@ -255,7 +258,6 @@ impl Drop for State {
             })
         });
 
-        let snapshot = rec.snapshot.as_deref();
         let log = snapshot.and_then(|s| s.access_log.as_deref());
         let human = tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO);
         if let (Some(fields), true) = (&rec.access, log.is_some() || human) {

@@ -118,6 +118,9 @@ pub struct Snapshot {
     pub limits: Limits,
     /// The admin listener, if configured.
     pub admin: Option<AdminSettings>,
+    /// Whether requests are counted in the metrics (when an admin listener
+    /// can serve them): the per-request counter and duration histogram.
+    pub request_metrics: bool,
     /// The key a request sends in `x-gatehouse-trace` to be traced.
     pub trace_key: Option<String>,
     /// The access log, if configured.
