@@ -90,11 +90,25 @@ impl AccessLog {
 
     /// Appends one line (without its newline) to this thread's buffer.
     pub fn write_line(&self, line: &[u8]) {
+        self.write_with(|buf| {
+            buf.extend_from_slice(line);
+            Ok::<(), ()>(())
+        });
+    }
+
+    /// Appends one line that `write` writes straight into this thread's
+    /// buffer (no intermediate copy); the newline is added here. What
+    /// `write` appended is removed again if it returns an error.
+    pub fn write_with<E>(&self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) {
         let slot = crate::worker::index() % self.buffers.len();
         let Ok(mut buf) = self.buffers[slot].lock() else {
             return;
         };
-        buf.extend_from_slice(line);
+        let mark = buf.len();
+        if write(&mut buf).is_err() {
+            buf.truncate(mark);
+            return;
+        }
         buf.push(b'\n');
         if buf.len() >= FLUSH_BYTES {
             let out = std::mem::take(&mut *buf);

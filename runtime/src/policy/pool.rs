@@ -372,6 +372,7 @@ impl PolicyPool {
         scope: &Arc<str>,
         info: &bindings::CompletionInfo,
     ) -> Box<Exchange> {
+        let started = Instant::now();
         let (ex, r) = self.call(ex, scope, |inst| {
             let Some(c) = &inst.completion else {
                 return Ok(Decision::Continue(Vec::new()));
@@ -385,10 +386,25 @@ impl PolicyPool {
             )?;
             Ok(Decision::Continue(Vec::new()))
         });
+        self.record(&r, started.elapsed());
         if let Err(e) = r {
             tracing::warn!(policy = %self.name, request_id = %ex.request_id, "on-complete failed: {e}");
         }
         ex
+    }
+
+    /// Records a call's outcome and duration in
+    /// `gatehouse_policy_call_duration_seconds`. The chain runner times
+    /// its calls (one clock read per call: the end of one is the start of
+    /// the next) and records them here.
+    pub fn record(&self, result: &Result<Decision, PolicyError>, took: std::time::Duration) {
+        let outcome = match result {
+            Ok(Decision::Continue(_)) => CallOutcome::Continue,
+            Ok(Decision::Respond(_)) => CallOutcome::Respond,
+            Ok(Decision::Deny(_)) => CallOutcome::Deny,
+            Err(e) => e.outcome(),
+        };
+        self.metrics.observe(outcome, took);
     }
 
     fn call(
@@ -397,12 +413,10 @@ impl PolicyPool {
         scope: &Arc<str>,
         f: impl FnOnce(&mut Instance) -> wasmtime::Result<Decision>,
     ) -> (Box<Exchange>, Result<Decision, PolicyError>) {
-        let start = Instant::now();
         let mut inst = match self.checkout() {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(policy = %self.name, request_id = %ex.request_id, "{e}");
-                self.metrics.observe(e.outcome(), start.elapsed());
                 return (ex, Err(e));
             }
         };
@@ -425,20 +439,13 @@ impl PolicyPool {
         };
         match result {
             Ok(d) => {
-                let outcome = match &d {
-                    Decision::Continue(_) => CallOutcome::Continue,
-                    Decision::Respond(_) => CallOutcome::Respond,
-                    Decision::Deny(_) => CallOutcome::Deny,
-                };
                 let _ = self.idle.push(inst);
-                self.metrics.observe(outcome, start.elapsed());
                 (ex, Ok(d))
             }
             Err(e) => {
                 let err = self.classify(&inst.store, e);
                 tracing::warn!(policy = %self.name, request_id = %ex.request_id, "{err}; the instance is replaced");
                 drop(inst);
-                self.metrics.observe(err.outcome(), start.elapsed());
                 (ex, Err(err))
             }
         }

@@ -59,19 +59,25 @@ pub fn run(
     mut ex: Box<Exchange>,
     ran_completion: &mut Vec<ChainStep>,
 ) -> Outcome {
+    // One clock read per call: the end of one call is the start of the
+    // next.
+    let mut started = Instant::now();
     for step in steps {
         let pool = &step.pool;
-        let started = ex.trace.is_some().then(Instant::now);
         let (back, result) = match section {
             Section::Inbound => pool.on_request(ex, &step.scope),
             Section::Outbound | Section::OnError => pool.on_response(ex, &step.scope),
         };
         ex = back;
+        let ended = Instant::now();
+        let took = ended.duration_since(started);
+        started = ended;
+        pool.record(&result, took);
         if pool.on_complete_enabled() {
             ran_completion.push(step.clone());
         }
-        if let Some(started) = started {
-            trace_step(&ex, section, step, &result, started);
+        if ex.trace.is_some() {
+            trace_step(&ex, section, step, &result, took);
         }
         let decision = match result {
             Ok(d) => d,
@@ -108,9 +114,9 @@ fn trace_step(
     section: Section,
     step: &ChainStep,
     result: &Result<Decision, crate::policy::PolicyError>,
-    started: Instant,
+    took: std::time::Duration,
 ) {
-    let elapsed_us = started.elapsed().as_micros() as u64;
+    let elapsed_us = took.as_micros() as u64;
     ex.trace("policy", || {
         let mut d = json!({
             "policy": &**step.pool.name(),

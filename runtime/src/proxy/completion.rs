@@ -181,9 +181,9 @@ fn micros(d: Duration) -> u64 {
 /// One access-log line.
 #[derive(Serialize)]
 struct Line<'a> {
-    time: String,
+    time: &'a str,
     request_id: &'a str,
-    client_ip: String,
+    client_ip: &'a str,
     client_port: u16,
     listener: &'a str,
     sni: Option<&'a str>,
@@ -262,10 +262,11 @@ impl Drop for State {
         let human = tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO);
         if let (Some(fields), true) = (&rec.access, log.is_some() || human) {
             let tls = ex.conn.tls.as_ref();
+            let stamp = crate::observe::Stamp::of(self.started_wall);
             let line = Line {
-                time: crate::observe::rfc3339(self.started_wall),
+                time: stamp.as_str(),
                 request_id: ex.request_id.as_str(),
-                client_ip: ex.conn.client.ip().to_string(),
+                client_ip: ex.conn.client_ip_header.to_str().unwrap_or(""),
                 client_port: ex.conn.client.port(),
                 listener: &ex.conn.listener,
                 sni: tls.and_then(|t| t.sni.as_deref()),
@@ -291,9 +292,7 @@ impl Drop for State {
                 fault_code: rec.fault_code.as_deref(),
             };
             if let Some(log) = log {
-                if let Ok(bytes) = serde_json::to_vec(&line) {
-                    log.write_line(&bytes);
-                }
+                log.write_with(|buf| serde_json::to_writer(buf, &line));
             }
             if human {
                 tracing::info!(
