@@ -35,6 +35,7 @@ pub struct Upstream {
     /// Its address.
     pub addr: SocketAddr,
     accepted: Arc<std::sync::atomic::AtomicUsize>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
     requests: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -43,6 +44,24 @@ impl Upstream {
     /// How many TCP connections it has accepted so far.
     pub fn connections(&self) -> usize {
         self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many of its connections are open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits (at most 10 s) until exactly `n` of its connections are open.
+    pub async fn wait_for_open_connections(&self, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.open_connections() != n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the upstream has {} open connections, not {n}",
+                self.open_connections()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// How many requests reached its handler so far.
@@ -85,6 +104,8 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
     let counter = accepted.clone();
     let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let request_counter = requests.clone();
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let open_counter = open.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -94,7 +115,17 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
             let handler = handler.clone();
             let tls = tls.clone();
             let request_counter = request_counter.clone();
+            let open = open_counter.clone();
+            open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(async move {
+                // Counts the connection as closed when this task ends.
+                struct Closed(Arc<std::sync::atomic::AtomicUsize>);
+                impl Drop for Closed {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                let _closed = Closed(open);
                 let svc = hyper::service::service_fn(move |req| {
                     request_counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let h = handler.clone();
@@ -122,6 +153,7 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
     Upstream {
         addr,
         accepted,
+        open,
         requests,
         task,
     }

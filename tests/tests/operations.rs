@@ -497,6 +497,12 @@ apis: [{{name: app, path: /, upstream: app}}]
         handshake_fails(addr, old_ca.roots()).await,
         "a new connection still got the old certificate"
     );
+    // The refused handshake (the client sent an alert) is counted.
+    metrics_with(
+        &gw,
+        &[r#"gatehouse_downstream_tls_handshake_failures_total{listener="tls",reason="alert_received"} 1"#],
+    )
+    .await;
     // ...while the connection made before keeps its own.
     assert_eq!(
         kept.request("GET", &old_client.authority(), "/", &[], b"")
@@ -847,4 +853,111 @@ access_log: {{path: access.log}}
         !std::fs::read_to_string(&log).unwrap().contains("/before"),
         "the new file holds only lines written after the rotation"
     );
+}
+
+#[tokio::test]
+async fn requests_in_flight_finish_on_the_config_they_started_with() {
+    // The upstream holds /slow until told; the outbound chain stamps the
+    // response with the generation of the config.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let handler: upstream::Handler = Arc::new(move |req| {
+        let gate = gate.clone();
+        Box::pin(async move {
+            if req.uri().path() == "/slow" {
+                gate.notified().await;
+            }
+            Response::new(upstream::full("done"))
+        })
+    });
+    let up = upstream::start(handler).await;
+    let yaml = |generation: u32| {
+        format!(
+            r#"
+listeners: [{{name: main, address: "127.0.0.1:0"}}]
+upstreams: {{app: {{url: "http://{}"}}}}
+apis:
+  - name: app
+    path: /
+    upstream: app
+    policies:
+      outbound:
+        - set-header: {{name: x-generation, value: "{generation}"}}
+{}
+"#,
+            up.addr,
+            admin_yaml()
+        )
+    };
+    let gw = Gw::start(TempDir::new("in-flight"), &yaml(1)).await;
+    let addr = gw.addr("main");
+    let slow = tokio::spawn(async move { Client::plain(addr).get("/slow", &[]).await });
+    up.wait_for_requests(1).await;
+    gw.rewrite(&yaml(2));
+    assert_eq!(admin(&gw, "POST", "/reload").await.status, 200);
+    let fresh = Client::plain(addr).get("/fresh", &[]).await;
+    assert_eq!(fresh.header("x-generation"), Some("2"));
+    release.notify_one();
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status, 200);
+    assert_eq!(
+        slow.header("x-generation"),
+        Some("1"),
+        "a request in flight finishes on the config it started with"
+    );
+}
+
+#[tokio::test]
+async fn upstream_connections_survive_a_reload_unless_the_upstream_changes() {
+    let up = upstream::echo().await;
+    let other = upstream::echo().await;
+    let yaml = |target: std::net::SocketAddr, value: &str| {
+        format!(
+            r#"
+listeners: [{{name: main, address: "127.0.0.1:0"}}]
+upstreams: {{app: {{url: "http://{target}"}}}}
+apis:
+  - name: app
+    path: /
+    upstream: app
+    policies: {{inbound: [{{set-header: {{name: x-v, value: "{value}"}}}}]}}
+{}
+"#,
+            admin_yaml()
+        )
+    };
+    let gw = Gw::start(TempDir::new("pools"), &yaml(up.addr, "a")).await;
+    let client = Client::plain(gw.addr("main"));
+    let mut conn = client.connect().await;
+    let r = conn
+        .request("GET", &client.authority(), "/", &[], b"")
+        .await;
+    assert_eq!(r.json()["headers"]["x-v"][0], "a");
+    assert_eq!(up.connections(), 1);
+
+    // A reload that changes a policy but not the upstream: the pooled
+    // connection is reused.
+    gw.rewrite(&yaml(up.addr, "b"));
+    assert_eq!(admin(&gw, "POST", "/reload").await.status, 200);
+    let r = conn
+        .request("GET", &client.authority(), "/", &[], b"")
+        .await;
+    assert_eq!(r.json()["headers"]["x-v"][0], "b");
+    assert_eq!(
+        up.connections(),
+        1,
+        "the reload opened a new upstream connection"
+    );
+    up.wait_for_open_connections(1).await;
+
+    // A reload that points the upstream elsewhere: the old upstream's
+    // idle connection is closed.
+    gw.rewrite(&yaml(other.addr, "c"));
+    assert_eq!(admin(&gw, "POST", "/reload").await.status, 200);
+    let r = conn
+        .request("GET", &client.authority(), "/", &[], b"")
+        .await;
+    assert_eq!(r.json()["headers"]["x-v"][0], "c");
+    assert_eq!(other.connections(), 1);
+    up.wait_for_open_connections(0).await;
 }
