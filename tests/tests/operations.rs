@@ -764,25 +764,8 @@ apis:
     let r = c.request("POST", "/upload", &traced, &[b'x'; 1000]).await;
     assert_eq!(r.status, 200);
     let id = r.header("x-gatehouse-trace-id").unwrap().to_string();
-    let trace = trace_with(&gw, &id, "completion").await;
-    let hook = |t: &serde_json::Value| {
-        t["records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|r| r["data"]["message"].as_str().map(str::to_string))
-            .find(|m| m.starts_with("completion"))
-    };
-    // The hook runs after the completion record; read again until it is in.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut trace = trace;
-    while hook(&trace).is_none() {
-        assert!(Instant::now() < deadline, "the hook never ran: {trace}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        trace = trace_with(&gw, &id, "completion").await;
-    }
     assert_eq!(
-        hook(&trace).unwrap(),
+        completion_message(&gw, &id).await,
         format!(
             "completion POST /upload status=200 request_bytes=1000 response_bytes={} complete=true fault=none upstream_first_byte=true",
             r.body.len()
@@ -796,15 +779,8 @@ apis:
         .await;
     r.assert_fault(400, "policy.check-header.missing");
     let id = r.header("x-gatehouse-trace-id").unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut trace = trace_with(&gw, &id, "completion").await;
-    while hook(&trace).is_none() {
-        assert!(Instant::now() < deadline, "the hook never ran: {trace}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        trace = trace_with(&gw, &id, "completion").await;
-    }
     assert_eq!(
-        hook(&trace).unwrap(),
+        completion_message(&gw, &id).await,
         format!(
             "completion GET /denied status=400 request_bytes=0 response_bytes={} complete=true fault=policy.check-header.missing upstream_first_byte=false",
             r.body.len()
@@ -853,6 +829,27 @@ access_log: {{path: access.log}}
         !std::fs::read_to_string(&log).unwrap().contains("/before"),
         "the new file holds only lines written after the rotation"
     );
+}
+
+/// The message the misbehave policy traced from its completion hook (the
+/// hook runs after the trace's own completion record: read until it is in).
+async fn completion_message(gw: &Gw, id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let trace = trace_with(gw, id, "completion").await;
+        let found = trace["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["data"]["message"].as_str())
+            .find(|m| m.starts_with("completion"))
+            .map(str::to_string);
+        if let Some(m) = found {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "the hook never ran: {trace}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

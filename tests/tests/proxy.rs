@@ -540,10 +540,21 @@ async fn shutdown_lets_requests_in_flight_finish() {
         .request("GET", &idle_client.authority(), "/idle", &[], b"")
         .await;
     assert_eq!(r.status, 200);
+    // An idle HTTP/2 (h2c) connection: told GOAWAY and closed.
+    let h2_client = Client {
+        addr,
+        tls: None,
+        h2: true,
+    };
+    let mut idle_h2 = h2_client.connect().await;
+    let r = idle_h2
+        .request("GET", &h2_client.authority(), "/idle", &[], b"")
+        .await;
+    assert_eq!(r.status, 200);
     let in_flight = tokio::spawn(async move { Client::plain(addr).get("/", &[]).await });
     // Shut down once the request waits for the upstream (the upstream saw
-    // it: two requests so far, the idle one and this one).
-    up.wait_for_requests(2).await;
+    // it: three requests so far, the idle ones and this one).
+    up.wait_for_requests(3).await;
     let stopped = std::time::Instant::now();
     gw.shutdown().await;
     let r = in_flight.await.unwrap();
@@ -554,11 +565,62 @@ async fn shutdown_lets_requests_in_flight_finish() {
         "an idle keep-alive connection is closed by shutdown"
     );
     assert!(
+        idle_h2.wait_closed().await,
+        "an idle HTTP/2 connection is closed by shutdown"
+    );
+    assert!(
         stopped.elapsed() < Duration::from_secs(5),
-        "the drain did not wait for the idle connection"
+        "the drain did not wait for the idle connections"
     );
     // And nothing accepts any more.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn shutdown_closes_what_is_still_open_when_the_grace_period_ends() {
+    // The upstream never answers /stuck.
+    let stuck: upstream::Handler = Arc::new(|_req| {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Response::new(upstream::full("never"))
+        })
+    });
+    let up = upstream::start(stuck).await;
+    let mut gw = plain_gateway("grace", up.addr, "limits: {shutdown_grace_ms: 300}").await;
+    let addr = gw.addr("plain");
+    let in_flight = tokio::spawn(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake::<
+            _,
+            http_body_util::Empty<Bytes>,
+        >(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get("/stuck")
+            .header("host", "a")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        send.send_request(req).await
+    });
+    up.wait_for_requests(1).await;
+    let stopped = std::time::Instant::now();
+    gw.shutdown().await;
+    let took = stopped.elapsed();
+    assert!(
+        took >= Duration::from_millis(300),
+        "the request in flight was not given its grace period ({took:?})"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the shutdown waited past the grace period ({took:?})"
+    );
+    // The client's connection was closed without a response.
+    let r = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .expect("the client was left hanging")
+        .unwrap();
+    assert!(r.is_err(), "a response came after all: {r:?}");
 }
 
 #[tokio::test]

@@ -61,7 +61,6 @@ struct Record {
 pub struct State {
     live: Arc<Live>,
     started: Instant,
-    started_wall: SystemTime,
     req_bytes: AtomicU64,
     req_failed: AtomicBool,
     resp_bytes: AtomicU64,
@@ -97,7 +96,6 @@ impl Flight {
             state: Arc::new(State {
                 live,
                 started,
-                started_wall: SystemTime::now(),
                 req_bytes: AtomicU64::new(0),
                 req_failed: AtomicBool::new(false),
                 resp_bytes: AtomicU64::new(0),
@@ -262,7 +260,12 @@ impl Drop for State {
         let human = tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO);
         if let (Some(fields), true) = (&rec.access, log.is_some() || human) {
             let tls = ex.conn.tls.as_ref();
-            let stamp = crate::observe::Stamp::of(self.started_wall);
+            // When the request arrived, read off the wall clock only for
+            // requests that are logged.
+            let arrived = SystemTime::now()
+                .checked_sub(total)
+                .unwrap_or_else(SystemTime::now);
+            let stamp = crate::observe::Stamp::of(arrived);
             let line = Line {
                 time: stamp.as_str(),
                 request_id: ex.request_id.as_str(),

@@ -286,6 +286,7 @@ async fn process(
                     "address": facts.address.as_deref(),
                     "new_connection": facts.connect.is_some(),
                     "connect_us": facts.connect.map(|d| d.as_micros() as u64),
+                    "tls_us": facts.tls.map(|d| d.as_micros() as u64),
                     "first_byte_us": facts.first_byte.map(|d| d.as_micros() as u64),
                     "status": r.status().as_u16(),
                 })

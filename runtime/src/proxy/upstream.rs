@@ -23,6 +23,8 @@ pub struct UpstreamFacts {
     pub address: Option<Arc<str>>,
     /// TCP connect plus TLS handshake, when a new connection was opened.
     pub connect: Option<Duration>,
+    /// The TLS handshake alone, when a new TLS connection was opened.
+    pub tls: Option<Duration>,
     /// From sending the request (on an open connection) to the response
     /// head.
     pub first_byte: Option<Duration>,
@@ -311,6 +313,7 @@ impl Upstream {
                     self.metrics.tls.observe(t);
                 }
                 facts.connect = connect;
+                facts.tls = timing.tls;
                 match sent {
                     Err(_) => Err(Fault::gateway_timeout(
                         &self.name,
