@@ -4,7 +4,8 @@
 //!
 //! Each worker appends its lines to its own buffer; a buffer is written out
 //! when it passes [`FLUSH_BYTES`], and a flusher thread writes every buffer
-//! every [`FLUSH_EVERY`]. Every write is whole lines to a file opened in
+//! every [`FLUSH_EVERY`] (so at a few thousand requests a second every
+//! line is written by the flusher, off the request path). Every write is whole lines to a file opened in
 //! append mode, so lines of different workers never interleave.
 //! [`AccessLog::reopen`] (on `SIGUSR1`) opens the file again by path, for
 //! log rotation: lines written after it go to the new file.
@@ -15,8 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-/// A buffer is written out when it holds this many bytes.
-pub const FLUSH_BYTES: usize = 32 * 1024;
+/// A buffer is written out when it holds this many bytes: large writes,
+/// because each write to a file costs its system call and an inode update
+/// whatever its size.
+pub const FLUSH_BYTES: usize = 1024 * 1024;
 /// Every buffer is written out at least this often.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 

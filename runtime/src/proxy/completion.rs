@@ -24,7 +24,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use serde::Serialize;
 use serde_json::json;
 
 use super::snapshot::{ChainStep, Live, Snapshot};
@@ -172,12 +171,127 @@ fn empty() -> Arc<str> {
     EMPTY.get_or_init(|| Arc::from("")).clone()
 }
 
+/// The per-request metrics, through a per-thread cache of resolved handles
+/// keyed by the identity of the (listener, API, operation) names and the
+/// status: a request costs a small hash of pointers instead of hashing the
+/// label strings under the family's lock. The cache holds the names it is
+/// keyed by (so a pointer is never reused while cached) and starts over
+/// when it grows past a bound (reloads make new names).
+mod request_metrics {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::hash::{BuildHasherDefault, Hash, Hasher};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use prometheus_client::metrics::counter::Counter;
+
+    use super::{empty, ApiLabels, RequestLabels};
+    use crate::exchange::Exchange;
+    use crate::observe::metrics::{Histogram, Metrics};
+
+    const MAX_ENTRIES: usize = 4096;
+
+    struct Key {
+        listener: Arc<str>,
+        api: Arc<str>,
+        operation: Option<Arc<str>>,
+        status: u16,
+        /// The registry, by identity: tests run several gateways per
+        /// process.
+        registry: usize,
+    }
+
+    fn ptr(s: &Arc<str>) -> usize {
+        Arc::as_ptr(s) as *const u8 as usize
+    }
+
+    impl PartialEq for Key {
+        fn eq(&self, o: &Self) -> bool {
+            ptr(&self.listener) == ptr(&o.listener)
+                && ptr(&self.api) == ptr(&o.api)
+                && self.operation.as_ref().map(ptr) == o.operation.as_ref().map(ptr)
+                && self.status == o.status
+                && self.registry == o.registry
+        }
+    }
+    impl Eq for Key {}
+    impl Hash for Key {
+        fn hash<H: Hasher>(&self, h: &mut H) {
+            h.write_usize(ptr(&self.listener));
+            h.write_usize(ptr(&self.api));
+            h.write_usize(self.operation.as_ref().map_or(0, ptr));
+            h.write_usize(self.registry ^ usize::from(self.status));
+        }
+    }
+
+    /// Mixes pointer-sized words; enough for a cache of a few thousand
+    /// entries.
+    #[derive(Default)]
+    struct Mix(u64);
+    impl Hasher for Mix {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.write_u64(u64::from(*b));
+            }
+        }
+        fn write_usize(&mut self, n: usize) {
+            self.write_u64(n as u64);
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    type Cache = HashMap<Key, (Counter, Histogram), BuildHasherDefault<Mix>>;
+
+    thread_local! {
+        static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    }
+
+    pub(super) fn record(metrics: &Metrics, ex: &Exchange, status: u16, total: Duration) {
+        let key = Key {
+            listener: ex.conn.listener.clone(),
+            api: ex.route.api.clone(),
+            operation: ex.route.operation.clone(),
+            status,
+            registry: metrics as *const Metrics as usize,
+        };
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if let Some((counter, histogram)) = c.get(&key) {
+                counter.inc();
+                histogram.observe(total);
+                return;
+            }
+            let counter = metrics.requests.get_or_create_owned(&RequestLabels {
+                listener: key.listener.clone(),
+                api: key.api.clone(),
+                operation: key.operation.clone().unwrap_or_else(empty),
+                status,
+            });
+            let histogram = metrics.request_duration.get_or_create_owned(&ApiLabels {
+                listener: key.listener.clone(),
+                api: key.api.clone(),
+            });
+            counter.inc();
+            histogram.observe(total);
+            if c.len() >= MAX_ENTRIES {
+                c.clear();
+            }
+            c.insert(key, (counter, histogram));
+        });
+    }
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// One access-log line.
-#[derive(Serialize)]
 struct Line<'a> {
     time: &'a str,
     request_id: &'a str,
@@ -205,6 +319,74 @@ struct Line<'a> {
     fault_code: Option<&'a str>,
 }
 
+impl Line<'_> {
+    /// Writes the line as one JSON object. Keys are literals; values a
+    /// client or a config can shape go through serde_json's escaping, values
+    /// the gateway makes itself (hex ids, addresses, timestamps, methods,
+    /// protocol names) are written as they are. Fields that do not apply
+    /// (`sni` on plain HTTP, `upstream` of a request that never went
+    /// upstream, ...) are left out.
+    fn write_json(&self, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        fn text(buf: &mut Vec<u8>, key: &[u8], v: Option<&str>) -> Result<(), serde_json::Error> {
+            if let Some(v) = v {
+                buf.extend_from_slice(key);
+                serde_json::to_writer(&mut *buf, v)?;
+            }
+            Ok(())
+        }
+        // Only for text that needs no escaping (checked in debug builds).
+        fn raw(buf: &mut Vec<u8>, key: &[u8], v: Option<&str>) {
+            if let Some(v) = v {
+                debug_assert!(!v.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20));
+                buf.extend_from_slice(key);
+                buf.push(b'"');
+                buf.extend_from_slice(v.as_bytes());
+                buf.push(b'"');
+            }
+        }
+        fn number(buf: &mut Vec<u8>, key: &[u8], v: Option<u64>) {
+            if let Some(n) = v {
+                buf.extend_from_slice(key);
+                buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            }
+        }
+        raw(buf, b"{\"time\":", Some(self.time));
+        raw(buf, b",\"request_id\":", Some(self.request_id));
+        raw(buf, b",\"client_ip\":", Some(self.client_ip));
+        number(buf, b",\"client_port\":", Some(u64::from(self.client_port)));
+        text(buf, b",\"listener\":", Some(self.listener))?;
+        text(buf, b",\"sni\":", self.sni)?;
+        raw(buf, b",\"alpn\":", self.alpn);
+        raw(buf, b",\"tls_version\":", self.tls_version);
+        raw(buf, b",\"client_cert_sha256\":", self.client_cert_sha256);
+        raw(buf, b",\"method\":", Some(self.method));
+        text(buf, b",\"host\":", Some(self.host))?;
+        text(buf, b",\"path\":", Some(self.path))?;
+        text(buf, b",\"api\":", self.api)?;
+        text(buf, b",\"operation\":", self.operation)?;
+        number(buf, b",\"status\":", Some(u64::from(self.status)));
+        number(buf, b",\"request_bytes\":", Some(self.request_bytes));
+        number(buf, b",\"response_bytes\":", Some(self.response_bytes));
+        buf.extend_from_slice(if self.complete {
+            b",\"complete\":true"
+        } else {
+            b",\"complete\":false"
+        });
+        number(buf, b",\"duration_us\":", Some(self.duration_us));
+        text(buf, b",\"upstream\":", self.upstream)?;
+        text(buf, b",\"upstream_address\":", self.upstream_address)?;
+        number(buf, b",\"upstream_connect_us\":", self.upstream_connect_us);
+        number(
+            buf,
+            b",\"upstream_first_byte_us\":",
+            self.upstream_first_byte_us,
+        );
+        text(buf, b",\"fault_code\":", self.fault_code)?;
+        buf.push(b'}');
+        Ok(())
+    }
+}
+
 impl Drop for State {
     fn drop(&mut self) {
         let rec = std::mem::take(match self.record.get_mut() {
@@ -224,24 +406,7 @@ impl Drop for State {
 
         let snapshot = rec.snapshot.as_deref();
         if snapshot.is_some_and(|s| s.request_metrics) {
-            let api = ex.route.api.clone();
-            let operation = ex.route.operation.clone().unwrap_or_else(empty);
-            metrics
-                .requests
-                .get_or_create(&RequestLabels {
-                    listener: ex.conn.listener.clone(),
-                    api: api.clone(),
-                    operation,
-                    status: rec.status,
-                })
-                .inc();
-            metrics
-                .request_duration
-                .get_or_create(&ApiLabels {
-                    listener: ex.conn.listener.clone(),
-                    api,
-                })
-                .observe(total);
+            request_metrics::record(metrics, &ex, rec.status, total);
         }
 
         let up = &rec.upstream;
@@ -295,7 +460,7 @@ impl Drop for State {
                 fault_code: rec.fault_code.as_deref(),
             };
             if let Some(log) = log {
-                log.write_with(|buf| serde_json::to_writer(buf, &line));
+                log.write_with(|buf| line.write_json(buf));
             }
             if human {
                 tracing::info!(
@@ -392,5 +557,54 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Line;
+
+    #[test]
+    fn access_log_lines_are_json_with_every_field_escaped() {
+        let line = Line {
+            time: "2026-12-01T22:07:46.123456Z",
+            request_id: "0123456789abcdef",
+            client_ip: "::1",
+            client_port: 50000,
+            listener: "main",
+            sni: None,
+            alpn: Some("h2"),
+            tls_version: Some("TLSv1.3"),
+            client_cert_sha256: None,
+            method: "GET",
+            host: "a.test",
+            path: "/q\"uote\\back\u{1}ctl/é",
+            api: Some("orders"),
+            operation: None,
+            status: 200,
+            request_bytes: 0,
+            response_bytes: 1 << 40,
+            complete: true,
+            duration_us: 17,
+            upstream: Some("app"),
+            upstream_address: Some("127.0.0.1:8080"),
+            upstream_connect_us: None,
+            upstream_first_byte_us: Some(9),
+            fault_code: None,
+        };
+        let mut buf = Vec::new();
+        line.write_json(&mut buf).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["path"], "/q\"uote\\back\u{1}ctl/é");
+        assert_eq!(v["response_bytes"], 1u64 << 40);
+        assert_eq!(v["client_port"], 50000);
+        assert!(
+            v.get("sni").is_none(),
+            "fields that do not apply are left out"
+        );
+        assert!(v.get("operation").is_none());
+        assert_eq!(v["complete"], true);
+        assert_eq!(v["upstream_first_byte_us"], 9);
+        assert_eq!(v.as_object().unwrap().len(), 19);
     }
 }
