@@ -30,6 +30,9 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// The listener's name.
     pub listener: Arc<str>,
+    /// Whether the peer is a trusted proxy of the listener
+    /// (`trust_forwarded_from`): its forwarding headers are kept.
+    pub trusted_forwarder: bool,
     /// TLS details; `None` on plain HTTP.
     pub tls: Option<TlsInfo>,
 }
@@ -71,6 +74,7 @@ impl ConnInfo {
             client_ip_header,
             local,
             listener,
+            trusted_forwarder: false,
             tls,
         }
     }

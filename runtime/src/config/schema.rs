@@ -109,6 +109,13 @@ pub struct Listener {
     /// knowledge).
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// Networks of trusted proxies (CIDRs, e.g. `10.0.0.0/8`, or single
+    /// addresses): only from these peers are `Forwarded`, `X-Forwarded-*`,
+    /// `X-Real-IP`, `X-Original-URL`, `X-Rewrite-URL` and
+    /// `X-HTTP-Method-Override` kept, and `X-Forwarded-For` appended to.
+    /// Default: none (every client's are removed).
+    #[serde(default)]
+    pub trust_forwarded_from: Vec<String>,
 }
 
 /// TLS on a listener: one entry per group of host names (chosen by SNI).
@@ -234,6 +241,16 @@ pub struct Api {
     /// Remove the API's path prefix before forwarding. Default false.
     #[serde(default)]
     pub strip_path: bool,
+    /// Paths with `;` parameters (`/a;jsessionid=1`): `refuse` them (400
+    /// `request.path-parameters`) or `strip` them (cut before routing, and
+    /// the stripped path goes upstream). Default `refuse`.
+    #[serde(default)]
+    pub path_parameters: PathParameters,
+    /// Match the API's path and its operations' templates without regard to
+    /// ASCII case, for upstreams that do the same (IIS, ASP.NET). Default
+    /// false.
+    #[serde(default)]
+    pub case_insensitive_paths: bool,
     /// The API's chains.
     #[serde(default)]
     pub policies: Option<Chains>,
@@ -244,6 +261,18 @@ pub struct Api {
 
 fn default_path() -> String {
     "/".into()
+}
+
+/// What an API does with `;` path parameters.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PathParameters {
+    /// 400 `request.path-parameters`.
+    #[default]
+    Refuse,
+    /// Cut them from every segment before routing; the upstream gets the
+    /// cut path.
+    Strip,
 }
 
 /// An operation of an API.

@@ -119,11 +119,26 @@ pub fn build(
             }
             None => None,
         };
+        let mut trusted = Vec::new();
+        for (j, t) in l.trust_forwarded_from.iter().enumerate() {
+            let parsed = t
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(n) => trusted.push(n),
+                Err(_) => errors.push(ConfigError::new(
+                    source,
+                    format!("{path}.trust_forwarded_from[{j}]"),
+                    format!("`{t}` is not an address or a network (e.g. 10.0.0.0/8, 192.0.2.7, ::1)"),
+                )),
+            }
+        }
         if let Some(address) = address {
             listeners.push(ListenerEntry {
                 name: Arc::from(l.name.as_str()),
                 address,
                 tls,
+                trusted,
             });
         }
     }
@@ -429,9 +444,11 @@ fn build_apis(
                 hosts: a.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
                 prefix: a.path.trim_end_matches('/').to_string(),
                 operations: ops,
+                case_insensitive: a.case_insensitive_paths,
                 data: ApiData {
                     upstream,
                     strip_prefix: a.strip_path,
+                    path_parameters: a.path_parameters,
                     chain: api_chain,
                 },
             });

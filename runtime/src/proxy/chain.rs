@@ -176,20 +176,36 @@ fn apply_edits(
             }
             HeaderEdit::Set(hd) => {
                 let (n, v) = header_pair(&hd.name, &hd.value, pool)?;
-                h.insert(n, v);
+                if !framing(&n, pool) {
+                    h.insert(n, v);
+                }
             }
             HeaderEdit::Append(hd) => {
                 let (n, v) = header_pair(&hd.name, &hd.value, pool)?;
-                h.append(n, v);
+                if !framing(&n, pool) {
+                    h.append(n, v);
+                }
             }
             HeaderEdit::Remove(name) => {
                 if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-                    h.remove(n);
+                    if !framing(&n, pool) {
+                        h.remove(n);
+                    }
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Whether `n` is a framing or hop-by-hop header, which policies may not
+/// touch: the edit is ignored (and said so in the debug log).
+fn framing(n: &HeaderName, pool: &PolicyPool) -> bool {
+    let reserved = headers::is_reserved_for_framing(n);
+    if reserved {
+        tracing::debug!(policy = %pool.name(), header = %n, "edit of a framing or hop-by-hop header ignored");
+    }
+    reserved
 }
 
 fn header_pair(
@@ -224,9 +240,9 @@ fn response_from_spec(spec: ResponseSpec, pool: &PolicyPool) -> Result<Response<
     *resp.status_mut() = status;
     for hd in spec.headers {
         let (n, v) = header_pair(&hd.name, &hd.value, pool)?;
-        resp.headers_mut().append(n, v);
+        if !framing(&n, pool) {
+            resp.headers_mut().append(n, v);
+        }
     }
-    headers::remove_hop_by_hop(resp.headers_mut());
-    resp.headers_mut().remove(http::header::CONTENT_LENGTH);
     Ok(resp)
 }

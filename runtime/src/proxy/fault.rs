@@ -57,6 +57,8 @@ pub mod codes {
     pub const ROUTE_METHOD_NOT_ALLOWED: &str = "route.method-not-allowed";
     /// The Host/:authority names a host the TLS connection was not made for.
     pub const ROUTE_MISDIRECTED: &str = "route.misdirected";
+    /// The path has `;` parameters and the API does not strip them.
+    pub const REQUEST_PATH_PARAMETERS: &str = "request.path-parameters";
     /// The path has a bad percent-encoding or an encoded `/` or `\`.
     pub const REQUEST_INVALID_PATH: &str = "request.invalid-path";
     /// Several `Host` headers, none on HTTP/1.1, or an invalid authority.
@@ -148,6 +150,16 @@ impl Fault {
             codes::REQUEST_HEADERS_TOO_LARGE,
             "Request header fields too large",
             format!("the request head is {size} bytes; the limit is {limit}"),
+        )
+    }
+
+    /// 400: `;` parameters in a path no API accepts them for.
+    pub fn path_parameters() -> Self {
+        Fault::new(
+            StatusCode::BAD_REQUEST,
+            codes::REQUEST_PATH_PARAMETERS,
+            "Path parameters not accepted",
+            "the path has `;` parameters, which this API does not accept (upstreams disagree on what they mean)",
         )
     }
 
@@ -249,6 +261,8 @@ impl Fault {
                 HeaderName::from_bytes(h.name.as_bytes()),
                 HeaderValue::from_bytes(h.value.as_bytes()),
             ) {
+                // The gateway frames the fault itself.
+                (Ok(n), Ok(_)) if super::headers::is_reserved_for_framing(&n) => {}
                 (Ok(n), Ok(v)) => headers.push((n, v)),
                 _ => {
                     return Fault::invalid_decision(
@@ -293,7 +307,9 @@ impl Fault {
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         for (n, v) in self.headers {
-            h.append(n, v);
+            if !super::headers::is_reserved_for_framing(&n) {
+                h.append(n, v);
+            }
         }
         resp
     }

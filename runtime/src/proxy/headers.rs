@@ -32,32 +32,79 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
-/// `Upgrade` is removed too: the gateway does not tunnel upgrades.
+/// `Upgrade` is removed too: the gateway does not tunnel upgrades. For a
+/// message as it arrives (the client's request, the upstream's response),
+/// before anything else reads it.
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
     }
+    remove_fixed_hop_by_hop(h);
+}
+
+/// Removes the fixed list of hop-by-hop headers (and `Upgrade`), but not
+/// headers a `Connection` header names: for a message after the policies,
+/// whose `Connection` (if a policy set one) names nothing the client sent.
+pub fn remove_fixed_hop_by_hop(h: &mut HeaderMap) {
     for n in HOP_BY_HOP.iter() {
         h.remove(n);
     }
     h.remove(header::UPGRADE);
 }
 
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto`
-/// and `X-Forwarded-Host` (to the request's `Host` value, moved here by the
-/// caller).
+/// Whether a policy may not set, append or remove `name`: the framing
+/// headers (`Content-Length`, `Transfer-Encoding`) and the hop-by-hop ones.
+/// The gateway frames every message itself; a policy that could change
+/// them could desync a client or upstream connection.
+pub fn is_reserved_for_framing(name: &HeaderName) -> bool {
+    name == header::CONTENT_LENGTH
+        || name == header::UPGRADE
+        || HOP_BY_HOP.iter().any(|h| h == name)
+}
+
+/// Headers a client could use to pass itself off as a proxy or to rewrite
+/// what the upstream serves; removed from requests whose peer is not a
+/// trusted proxy (`listeners[].trust_forwarded_from`).
+const FORWARDING: [HeaderName; 10] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-http-method-override"),
+];
+
+/// Removes the forwarding headers a client sent (see [`FORWARDING`]); the
+/// gateway sets its own `X-Forwarded-For`, `-Proto` and `-Host` upstream.
+pub fn remove_forwarding(h: &mut HeaderMap) {
+    for n in FORWARDING.iter() {
+        h.remove(n);
+    }
+}
+
+/// Appends the client to `X-Forwarded-For` (which holds only what a
+/// trusted proxy sent: an untrusted client's was removed on arrival), and
+/// sets `X-Forwarded-Proto` and `X-Forwarded-Host` (to the request's `Host`
+/// value, moved here by the caller) unless a trusted proxy set them.
 pub fn set_forwarded(
     h: &mut HeaderMap,
     client_ip: &HeaderValue,
     proto: &'static str,
     host: Option<HeaderValue>,
+    trusted: bool,
 ) {
     static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -73,7 +120,15 @@ pub fn set_forwarded(
         _ => None,
     };
     h.insert(XFF.clone(), appended.unwrap_or_else(|| client_ip.clone()));
-    h.insert(XFP.clone(), HeaderValue::from_static(proto));
+    if trusted && h.contains_key(&XFP) && h.contains_key(&XFH) {
+        return;
+    }
+    if !(trusted && h.contains_key(&XFP)) {
+        h.insert(XFP.clone(), HeaderValue::from_static(proto));
+    }
+    if trusted && h.contains_key(&XFH) {
+        return;
+    }
     match host.filter(|v| !v.is_empty()) {
         Some(host) => {
             h.insert(XFH.clone(), host);
@@ -129,6 +184,7 @@ mod tests {
             &HeaderValue::from_static("2.2.2.2"),
             "https",
             Some(HeaderValue::from_static("a.test")),
+            true,
         );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2");
         assert_eq!(h["x-forwarded-proto"], "https");

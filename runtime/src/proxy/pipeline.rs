@@ -32,6 +32,7 @@ use super::fault::{Fault, FaultKind};
 use super::headers;
 use super::route::Routed;
 use super::snapshot::{Chain, Live, Snapshot};
+use crate::config::PathParameters;
 use crate::exchange::{self, ConnInfo, Exchange, RequestId, RouteInfo};
 use crate::observe::trace::Trace;
 
@@ -56,11 +57,22 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     let body = boxed(flight.count_request(body));
     let traced = wants_trace(&snapshot, &mut parts.headers);
+    // Headers that belong to the client's connection (and those its
+    // `Connection` names) go before anything reads the request: a policy
+    // must never check or set a header the gateway later drops. So do the
+    // forwarding headers of a client that is not a trusted proxy.
+    headers::remove_hop_by_hop(&mut parts.headers);
+    if !conn.trusted_forwarder {
+        headers::remove_forwarding(&mut parts.headers);
+    }
     // One path and one host for routing, policies and the upstream; HTTP/2
     // requests get a `host` header from `:authority`, so policies see the
     // same request whichever protocol the client spoke.
     let normalized = super::normalize::request(&mut parts);
-    let host = headers::host_of(&exchange::authority(&parts));
+    let host = match &normalized {
+        Ok(n) => n.host.clone(),
+        Err(_) => headers::host_of(&exchange::authority(&parts)),
+    };
     let log = snapshot.access_log.as_deref();
     if log.is_some() || tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO) {
         let include_query = log.is_some_and(|l| l.include_query);
@@ -82,7 +94,17 @@ pub async fn handle(
 
     let (ex, mut resp, fault_code) = match normalized {
         Err(f) => fail(&snapshot.global, ex, f, &mut flight),
-        Ok(()) => process(&snapshot, ex, body, &host, &mut flight).await,
+        Ok(n) => {
+            process(
+                &snapshot,
+                ex,
+                body,
+                &host,
+                n.had_path_parameters,
+                &mut flight,
+            )
+            .await
+        }
     };
     resp.headers_mut()
         .insert(X_REQUEST_ID.clone(), ex.request_id.header());
@@ -152,6 +174,7 @@ async fn process(
     mut ex: Box<Exchange>,
     body: Body,
     host: &str,
+    had_path_parameters: bool,
     flight: &mut Flight,
 ) -> Handled {
     let global = &snapshot.global;
@@ -208,10 +231,18 @@ async fn process(
                 "routing",
                 || json!({"error": "no API serves this host and path"}),
             );
-            let f = Fault::not_found(&ex.request.method, ex.request.uri.path(), host);
+            let f = if had_path_parameters {
+                Fault::path_parameters()
+            } else {
+                Fault::not_found(&ex.request.method, ex.request.uri.path(), host)
+            };
             return fail(global, ex, f, flight);
         }
     };
+    if had_path_parameters && api.data.path_parameters != PathParameters::Strip {
+        ex.route.api = api.name.clone();
+        return fail(&api.data.chain, ex, Fault::path_parameters(), flight);
+    }
     ex.route = RouteInfo {
         api: api.name.clone(),
         operation: op.map(|o| o.name.clone()),
@@ -261,11 +292,19 @@ async fn process(
     *up_req.version_mut() = Version::HTTP_11;
     {
         let h = up_req.headers_mut();
-        headers::remove_hop_by_hop(h);
+        // The client's hop-by-hop headers went on arrival; a `Connection` a
+        // policy set names nothing of the client's.
+        headers::remove_fixed_hop_by_hop(h);
         // The upstream gets its own Host (from the URI); the client's moves
         // to X-Forwarded-Host.
         let host = h.remove(http::header::HOST);
-        headers::set_forwarded(h, &ex.conn.client_ip_header, ex.conn.scheme(), host);
+        headers::set_forwarded(
+            h,
+            &ex.conn.client_ip_header,
+            ex.conn.scheme(),
+            host,
+            ex.conn.trusted_forwarder,
+        );
         h.insert(X_REQUEST_ID.clone(), ex.request_id.header());
     }
 
@@ -327,8 +366,9 @@ async fn process(
     ) {
         Outcome::Continue(mut ex) => match ex.response.take() {
             Some(mut p) => {
-                // Policies may not add connection-level headers.
-                headers::remove_hop_by_hop(&mut p.headers);
+                // Policies may not add connection-level headers (their
+                // edits of them are ignored; this is the last word).
+                headers::remove_fixed_hop_by_hop(&mut p.headers);
                 (ex, Response::from_parts(p, rbody), None)
             }
             None => {
@@ -388,7 +428,7 @@ fn fail(chain: &Chain, mut ex: Box<Exchange>, fault: Fault, flight: &mut Flight)
             let code = Some(fault.code.clone());
             match ex.response.take() {
                 Some(mut p) => {
-                    headers::remove_hop_by_hop(&mut p.headers);
+                    headers::remove_fixed_hop_by_hop(&mut p.headers);
                     (ex, Response::from_parts(p, body), code)
                 }
                 None => (ex, fault.into_response(&request_id), code),

@@ -60,6 +60,12 @@ impl Template {
 
     /// Matches `path`, returning the parameters.
     pub fn matches(&self, path: &str) -> Option<Vec<(Arc<str>, String)>> {
+        self.matches_case(path, false)
+    }
+
+    /// Matches `path`, literal segments compared without regard to ASCII
+    /// case when `ignore_case`.
+    pub fn matches_case(&self, path: &str, ignore_case: bool) -> Option<Vec<(Arc<str>, String)>> {
         let path = path.strip_prefix('/')?;
         let mut params = Vec::new();
         let mut rest = path;
@@ -76,7 +82,8 @@ impl Template {
                         None => (rest, None),
                     };
                     match seg {
-                        Segment::Literal(l) if l == head => {}
+                        Segment::Literal(l)
+                            if l == head || (ignore_case && l.eq_ignore_ascii_case(head)) => {}
                         Segment::Param(name) if !head.is_empty() => {
                             params.push((name.clone(), head.to_string()))
                         }
@@ -110,11 +117,25 @@ fn check_name(name: &str, t: &str) -> Result<(), String> {
 
 /// Whether `prefix` matches `path` on whole segments.
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix_matches_case(prefix, path, false)
+}
+
+/// Whether `prefix` matches `path` on whole segments, without regard to
+/// ASCII case when `ignore_case`.
+pub fn prefix_matches_case(prefix: &str, path: &str, ignore_case: bool) -> bool {
     let prefix = prefix.trim_end_matches('/');
     if prefix.is_empty() {
         return true;
     }
-    path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+    let Some(head) = path.get(..prefix.len()) else {
+        return false;
+    };
+    let same = if ignore_case {
+        head.eq_ignore_ascii_case(prefix)
+    } else {
+        head == prefix
+    };
+    same && matches!(path.as_bytes().get(prefix.len()), None | Some(&b'/'))
 }
 
 /// A routable operation.
@@ -139,6 +160,8 @@ pub struct ApiRoute<A, O> {
     pub hosts: Vec<String>,
     /// Path prefix (no trailing slash, `""` for the root).
     pub prefix: String,
+    /// Match the prefix and the operations without regard to ASCII case.
+    pub case_insensitive: bool,
     /// Operations.
     pub operations: Vec<OperationRoute<O>>,
     /// What the caller attaches.
@@ -189,7 +212,7 @@ impl<A, O> Router<A, O> {
         let mut best: Option<&ApiRoute<A, O>> = None;
         for api in &self.apis {
             let host_ok = api.hosts.is_empty() || api.hosts.iter().any(|p| name_matches(p, host));
-            if !host_ok || !prefix_matches(&api.prefix, path) {
+            if !host_ok || !prefix_matches_case(&api.prefix, path, api.case_insensitive) {
                 continue;
             }
             best = match best {
@@ -215,7 +238,7 @@ impl<A, O> Router<A, O> {
         }
         let mut allow = Vec::new();
         for op in &api.operations {
-            if let Some(params) = op.template.matches(path) {
+            if let Some(params) = op.template.matches_case(path, api.case_insensitive) {
                 match &op.method {
                     Some(m) if m != method => allow.push(m.as_str().to_string()),
                     _ => {
@@ -259,6 +282,16 @@ mod tests {
     }
 
     #[test]
+    fn case_insensitive_matching() {
+        assert!(prefix_matches_case("/Admin", "/ADMIN/users", true));
+        assert!(!prefix_matches_case("/Admin", "/ADMIN/users", false));
+        assert!(!prefix_matches_case("/admin", "/adminx", true));
+        let t = Template::parse("/Admin/{id}").unwrap();
+        assert_eq!(t.matches_case("/aDMIN/Ab", true).unwrap()[0].1, "Ab");
+        assert!(t.matches_case("/aDMIN/Ab", false).is_none());
+    }
+
+    #[test]
     fn prefixes_match_whole_segments() {
         assert!(prefix_matches("/orders", "/orders"));
         assert!(prefix_matches("/orders", "/orders/1"));
@@ -276,6 +309,7 @@ mod tests {
             name: Arc::from(name),
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             prefix: prefix.trim_end_matches('/').to_string(),
+            case_insensitive: false,
             operations: ops,
             data: (),
         }

@@ -100,9 +100,12 @@ async fn connection(
         return;
     };
     let limits = snapshot.limits.clone();
+    let trusted = entry.trusts(client.ip());
     let Some(table) = entry.tls.clone() else {
         drop(snapshot);
-        let conn = Arc::new(ConnInfo::new(client, local, name, None));
+        let mut conn = ConnInfo::new(client, local, name, None);
+        conn.trusted_forwarder = trusted;
+        let conn = Arc::new(conn);
         serve_http(TokioIo::new(stream), conn, live, &limits, watcher).await;
         return;
     };
@@ -160,7 +163,9 @@ async fn connection(
         client_chain,
         client_cert,
     };
-    let conn = Arc::new(ConnInfo::new(client, local, name, Some(info)));
+    let mut conn = ConnInfo::new(client, local, name, Some(info));
+    conn.trusted_forwarder = trusted;
+    let conn = Arc::new(conn);
     serve_http(TokioIo::new(stream), conn, live, &limits, watcher).await;
 }
 

@@ -73,6 +73,8 @@ pub struct ApiData {
     pub upstream: Arc<Upstream>,
     /// Strip the prefix before forwarding.
     pub strip_prefix: bool,
+    /// Whether paths with `;` parameters are served (stripped).
+    pub path_parameters: crate::config::PathParameters,
     /// The API's effective chain (for requests that match no operation).
     pub chain: Chain,
 }
@@ -91,6 +93,16 @@ pub struct ListenerEntry {
     pub address: SocketAddr,
     /// TLS hosts, if TLS.
     pub tls: Option<Arc<TlsListener>>,
+    /// Trusted proxies' networks (`trust_forwarded_from`).
+    pub trusted: Vec<ipnet::IpNet>,
+}
+
+impl ListenerEntry {
+    /// Whether a peer at `ip` is a trusted proxy.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted.iter().any(|n| n.contains(&ip))
+    }
 }
 
 /// The admin listener's settings.
