@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod pki;
+pub mod raw;
 pub mod upstream;
 
 pub use client::{Client, Reply};

@@ -37,6 +37,7 @@ pub struct Upstream {
     accepted: Arc<std::sync::atomic::AtomicUsize>,
     open: Arc<std::sync::atomic::AtomicUsize>,
     requests: Arc<std::sync::atomic::AtomicUsize>,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -62,6 +63,12 @@ impl Upstream {
             );
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+    }
+
+    /// Every request that reached it, as `METHOD /path?query`, in order:
+    /// a request smuggled past the gateway would show up here.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// How many requests reached its handler so far.
@@ -106,6 +113,8 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
     let request_counter = requests.clone();
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let open_counter = open.clone();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen_log = seen.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -115,6 +124,7 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
             let handler = handler.clone();
             let tls = tls.clone();
             let request_counter = request_counter.clone();
+            let seen_log = seen_log.clone();
             let open = open_counter.clone();
             open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(async move {
@@ -126,8 +136,11 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
                     }
                 }
                 let _closed = Closed(open);
-                let svc = hyper::service::service_fn(move |req| {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     request_counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if let Ok(mut s) = seen_log.lock() {
+                        s.push(format!("{} {}", req.method(), req.uri()));
+                    }
                     let h = handler.clone();
                     async move { Ok::<_, Infallible>(h(req).await) }
                 });
@@ -155,6 +168,7 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
         accepted,
         open,
         requests,
+        seen,
         task,
     }
 }

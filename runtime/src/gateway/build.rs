@@ -129,7 +129,9 @@ pub fn build(
                 Err(_) => errors.push(ConfigError::new(
                     source,
                     format!("{path}.trust_forwarded_from[{j}]"),
-                    format!("`{t}` is not an address or a network (e.g. 10.0.0.0/8, 192.0.2.7, ::1)"),
+                    format!(
+                        "`{t}` is not an address or a network (e.g. 10.0.0.0/8, 192.0.2.7, ::1)"
+                    ),
                 )),
             }
         }

@@ -60,7 +60,10 @@ pub fn request(parts: &mut http::request::Parts) -> Result<Normal, Fault> {
     }
     let raw = match parts.uri.authority() {
         Some(a) => Some(a.as_str().as_bytes().to_vec()),
-        None => parts.headers.get(header::HOST).map(|h| h.as_bytes().to_vec()),
+        None => parts
+            .headers
+            .get(header::HOST)
+            .map(|h| h.as_bytes().to_vec()),
     };
     let mut normal = Normal::default();
     match raw {
@@ -199,7 +202,10 @@ pub fn authority(raw: &[u8]) -> Result<(String, String), Fault> {
             }
         }
     };
-    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let canonical = match port {
         Some(p) => format!("{host}:{p}"),
         None => host,
@@ -344,10 +350,17 @@ mod tests {
 
     #[test]
     fn path_parameters_are_cut_before_dot_segments() {
-        assert_eq!(path("/public/..;/admin/users").unwrap(), (Cow::Owned("/admin/users".into()), true));
+        assert_eq!(
+            path("/public/..;/admin/users").unwrap(),
+            (Cow::Owned("/admin/users".into()), true)
+        );
         assert_eq!(norm("/a;jsessionid=1/b;x"), "/a/b");
         assert_eq!(norm("/a/%2e%2e;x/b"), "/b");
-        assert_eq!(norm("/a%3Bb"), "/a%3Bb", "an encoded `;` is data, not a parameter");
+        assert_eq!(
+            norm("/a%3Bb"),
+            "/a%3Bb",
+            "an encoded `;` is data, not a parameter"
+        );
         assert_eq!(path("/a%3bb").unwrap().1, false);
         assert_eq!(norm("/;x/a"), "/a");
     }
@@ -355,14 +368,35 @@ mod tests {
     #[test]
     fn authorities() {
         let ok = |a: &str| authority(a.as_bytes()).map_err(|f| f.detail).unwrap();
-        assert_eq!(ok("Example.COM"), ("example.com".into(), "example.com".into()));
-        assert_eq!(ok("example.com."), ("example.com".into(), "example.com".into()));
-        assert_eq!(ok("example.com.:0443"), ("example.com:443".into(), "example.com".into()));
-        assert_eq!(ok("example.com:"), ("example.com".into(), "example.com".into()));
+        assert_eq!(
+            ok("Example.COM"),
+            ("example.com".into(), "example.com".into())
+        );
+        assert_eq!(
+            ok("example.com."),
+            ("example.com".into(), "example.com".into())
+        );
+        assert_eq!(
+            ok("example.com.:0443"),
+            ("example.com:443".into(), "example.com".into())
+        );
+        assert_eq!(
+            ok("example.com:"),
+            ("example.com".into(), "example.com".into())
+        );
         assert_eq!(ok("[::1]:8443"), ("[::1]:8443".into(), "::1".into()));
         assert_eq!(ok("[0:0::1]"), ("[::1]".into(), "::1".into()));
-        assert_eq!(ok("127.0.0.1:80"), ("127.0.0.1:80".into(), "127.0.0.1".into()));
-        assert_eq!(ok("xn--bcher-kva.example"), ("xn--bcher-kva.example".into(), "xn--bcher-kva.example".into()));
+        assert_eq!(
+            ok("127.0.0.1:80"),
+            ("127.0.0.1:80".into(), "127.0.0.1".into())
+        );
+        assert_eq!(
+            ok("xn--bcher-kva.example"),
+            (
+                "xn--bcher-kva.example".into(),
+                "xn--bcher-kva.example".into()
+            )
+        );
         for bad in [
             "user@example.com",
             "example.com:80x",
@@ -426,7 +460,10 @@ mod tests {
         );
         let mut p = http::Request::delete("*").body(()).unwrap().into_parts().0;
         p.headers.insert("host", HeaderValue::from_static("a"));
-        assert_eq!(request(&mut p).unwrap_err().code, codes::REQUEST_INVALID_PATH);
+        assert_eq!(
+            request(&mut p).unwrap_err().code,
+            codes::REQUEST_INVALID_PATH
+        );
         let mut p = req("/x", Version::HTTP_11, &[]);
         assert_eq!(
             request(&mut p).unwrap_err().code,

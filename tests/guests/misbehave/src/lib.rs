@@ -2,13 +2,15 @@
 //! Modes: `panic`, `loop` (never returns), `alloc` (allocates until the
 //! memory cap), `std` (uses HashMap, clocks and env; sets `x-std`),
 //! `stdout` (prints: traps), `vars` (echoes context variable `probe` to
-//! `x-probe`).
+//! `x-probe`), `frame-respond` and `frame-deny` (a response or a fault
+//! whose headers try to set `content-length` and `transfer-encoding`).
 //! Anything else continues.
 //!
 //! With `record_completion: true`, it asks for the completion hook and
 //! traces what the gateway reports there.
 use gatehouse_sdk::{
-    export_policy, host, variables, Completion, Connection, Decision, HeaderEdit, Policy, Request,
+    export_policy, host, variables, Completion, Connection, Decision, Fault, HeaderEdit, Policy,
+    Request, ResponseSpec,
 };
 use serde::Deserialize;
 
@@ -91,6 +93,24 @@ impl Policy for Misbehave {
                 println!("a policy has no stdout");
                 Decision::proceed()
             }
+            Some("frame-respond") => Decision::respond(
+                ResponseSpec::new(200)
+                    .with_header("content-length", "1")
+                    .with_header("transfer-encoding", "chunked")
+                    .with_header("x-from", "policy")
+                    .with_body("whole body"),
+            ),
+            Some("frame-deny") => Decision::deny(
+                Fault::new(
+                    403,
+                    "policy.misbehave.frame",
+                    "Framing",
+                    "a fault with framing headers",
+                )
+                .with_header("content-length", "1")
+                .with_header("transfer-encoding", "chunked")
+                .with_header("x-from", "policy"),
+            ),
             Some("vars") => {
                 let v = variables::get("probe").unwrap_or_else(|| "none".into());
                 Decision::edit(vec![HeaderEdit::set("x-probe", v)])
