@@ -176,9 +176,23 @@ impl Client {
 }
 
 impl Conn {
+    /// Whether the connection is closed now.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Conn::H1(s) => s.is_closed(),
+            Conn::H2(s) => s.is_closed(),
+        }
+    }
+
     /// Whether the gateway closed the connection, waiting up to 2 s for it.
     pub async fn wait_closed(&self) -> bool {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        self.wait_closed_within(std::time::Duration::from_secs(2))
+            .await
+    }
+
+    /// Whether the gateway closed the connection, waiting up to `d`.
+    pub async fn wait_closed_within(&self, d: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + d;
         loop {
             let closed = match self {
                 Conn::H1(s) => s.is_closed(),
@@ -189,6 +203,50 @@ impl Conn {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+    }
+
+    /// Like [`Conn::request`], but `None` when the connection failed
+    /// instead of a response.
+    pub async fn try_request(
+        &mut self,
+        method: &str,
+        authority: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Option<Reply> {
+        let h2 = matches!(self, Conn::H2(_));
+        let uri = if h2 {
+            format!("https://{authority}{path}")
+        } else {
+            path.to_string()
+        };
+        let mut b = Request::builder().method(method).uri(uri);
+        if !h2 {
+            b = b.header("host", authority);
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(Full::new(Bytes::copy_from_slice(body))).ok()?;
+        let resp = match self {
+            Conn::H1(s) => {
+                s.ready().await.ok()?;
+                s.send_request(req).await.ok()?
+            }
+            Conn::H2(s) => {
+                s.ready().await.ok()?;
+                s.send_request(req).await.ok()?
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.ok()?.to_bytes();
+        Some(Reply {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+        })
     }
 
     /// Sends a request on this connection. `authority` goes to `Host`

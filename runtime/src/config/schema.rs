@@ -169,6 +169,15 @@ pub struct Upstream {
     /// below the upstream's own keep-alive timeout. Default 30000.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_ms: u64,
+    /// Longest wait for the next piece of the upstream's response body, in
+    /// milliseconds; past it the response is cut off (the client sees the
+    /// connection or stream reset). Default 60000.
+    #[serde(default = "default_upstream_body_timeout")]
+    pub body_idle_timeout_ms: u64,
+}
+
+fn default_upstream_body_timeout() -> u64 {
+    60_000
 }
 
 fn default_connect_timeout() -> u64 {
@@ -388,6 +397,39 @@ pub struct Limits {
     /// milliseconds; idle connections close at once. Default 10000.
     #[serde(default = "default_header_timeout")]
     pub shutdown_grace_ms: u64,
+    /// Client connections open at once, over all listeners; more are
+    /// closed as soon as they are accepted. Default 10000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Client connections open at once from one IP address. Default 256.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Largest request body, in bytes; larger ones get `413` (at once when
+    /// `Content-Length` says so, else when the body passes it while
+    /// streaming). `0` = no limit. Default 10485760 (10 MiB).
+    #[serde(default = "default_max_body")]
+    pub max_request_body_bytes: u64,
+    /// Longest wait for the next piece of a request body, in milliseconds;
+    /// past it the request gets `408`. Default 30000.
+    #[serde(default = "default_body_timeout")]
+    pub request_body_timeout_ms: u64,
+    /// Longest a write to a client may wait (a client that stopped
+    /// reading), in milliseconds; past it the connection is closed.
+    /// Default 60000.
+    #[serde(default = "default_write_timeout")]
+    pub response_write_timeout_ms: u64,
+    /// An HTTP/2 connection with no request in flight for this long, in
+    /// milliseconds, is closed with a graceful GOAWAY. Default 300000.
+    #[serde(default = "default_h2_idle")]
+    pub http2_idle_timeout_ms: u64,
+    /// A connection older than this, in milliseconds, is closed
+    /// gracefully (HTTP/2: GOAWAY; HTTP/1.1: after the request in flight).
+    /// `0` = no limit. Default 0.
+    #[serde(default)]
+    pub max_connection_age_ms: u64,
+    /// Streams one HTTP/2 connection may have open at once. Default 100.
+    #[serde(default = "default_h2_streams")]
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -398,8 +440,38 @@ impl Default for Limits {
             header_read_timeout_ms: default_header_timeout(),
             tls_handshake_timeout_ms: default_header_timeout(),
             shutdown_grace_ms: default_header_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            max_request_body_bytes: default_max_body(),
+            request_body_timeout_ms: default_body_timeout(),
+            response_write_timeout_ms: default_write_timeout(),
+            http2_idle_timeout_ms: default_h2_idle(),
+            max_connection_age_ms: 0,
+            http2_max_concurrent_streams: default_h2_streams(),
         }
     }
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_connections_per_ip() -> usize {
+    256
+}
+fn default_max_body() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_body_timeout() -> u64 {
+    30_000
+}
+fn default_write_timeout() -> u64 {
+    60_000
+}
+fn default_h2_idle() -> u64 {
+    300_000
+}
+fn default_h2_streams() -> u32 {
+    100
 }
 
 fn default_max_header_bytes() -> usize {

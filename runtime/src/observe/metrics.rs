@@ -290,6 +290,10 @@ pub struct Metrics {
     pub pool_misses: Family<PolicyLabels, Counter>,
     /// `gatehouse_downstream_tls_handshake_failures_total{listener,reason}`.
     pub tls_failures: Family<TlsFailureLabels, Counter>,
+    /// `gatehouse_connections_refused_total{listener,reason}`: connections
+    /// closed at accept by `limits.max_connections` or
+    /// `limits.max_connections_per_ip`.
+    pub connections_refused: Family<TlsFailureLabels, Counter>,
     /// `gatehouse_open_connections{listener}`.
     pub open_connections: Family<ListenerLabels, Gauge>,
     /// `gatehouse_config_generation`: 1 for the config started with, +1 per
@@ -373,6 +377,12 @@ impl Metrics {
             "Failed client TLS handshakes by listener and reason",
             tls_failures.clone(),
         );
+        let connections_refused = Family::<TlsFailureLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Client connections closed at accept by a connection limit, by listener and limit",
+            connections_refused.clone(),
+        );
         let open_connections = Family::<ListenerLabels, Gauge>::default();
         registry.register(
             "open_connections",
@@ -423,6 +433,7 @@ impl Metrics {
             policy_calls,
             pool_misses,
             tls_failures,
+            connections_refused,
             open_connections,
             config_generation,
             last_reload_success,

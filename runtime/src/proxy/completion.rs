@@ -26,6 +26,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use serde_json::json;
 
+use super::body::{BodyCut, BoxError};
 use super::snapshot::{ChainStep, Live, Snapshot};
 pub use super::upstream::UpstreamFacts;
 use crate::exchange::Exchange;
@@ -62,6 +63,9 @@ pub struct State {
     started: Instant,
     req_bytes: AtomicU64,
     req_failed: AtomicBool,
+    /// Why the gateway cut the request body off, if it did: 1 too large,
+    /// 2 idle.
+    req_cut: std::sync::atomic::AtomicU8,
     resp_bytes: AtomicU64,
     resp_done: AtomicBool,
     record: Mutex<Record>,
@@ -97,6 +101,7 @@ impl Flight {
                 started,
                 req_bytes: AtomicU64::new(0),
                 req_failed: AtomicBool::new(false),
+                req_cut: std::sync::atomic::AtomicU8::new(0),
                 resp_bytes: AtomicU64::new(0),
                 resp_done: AtomicBool::new(false),
                 record: Mutex::new(Record::default()),
@@ -117,12 +122,25 @@ impl Flight {
         self.state.req_failed.load(Ordering::Relaxed)
     }
 
-    /// Wraps the client's request body so its bytes are counted.
-    pub fn count_request<B>(&self, body: B) -> Counted<B> {
+    /// Why the gateway cut the request body off, if it did.
+    pub fn request_body_cut(&self) -> Option<BodyCut> {
+        match self.state.req_cut.load(Ordering::Relaxed) {
+            1 => Some(BodyCut::TooLarge(0)),
+            2 => Some(BodyCut::Idle(Duration::ZERO)),
+            _ => None,
+        }
+    }
+
+    /// Wraps the client's request body so its bytes are counted, at most
+    /// `max` of them (0: no limit), with at most `idle` between two pieces.
+    pub fn count_request<B>(&self, body: B, max: u64, idle: Duration) -> Counted<B> {
         Counted {
             inner: body,
             state: self.state.clone(),
             response: false,
+            max,
+            idle: Some(idle),
+            sleep: None,
         }
     }
 
@@ -145,6 +163,9 @@ impl Flight {
                 inner: b,
                 state,
                 response: true,
+                max: 0,
+                idle: None,
+                sleep: None,
             })
         })
     }
@@ -496,11 +517,15 @@ impl Drop for State {
 }
 
 /// A body whose data bytes are counted into the request's completion
-/// state (request side or response side).
+/// state (request side or response side); on the request side it also
+/// enforces the body size limit and the idle timeout.
 pub struct Counted<B> {
     inner: B,
     state: Arc<State>,
     response: bool,
+    max: u64,
+    idle: Option<Duration>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<B> Counted<B> {
@@ -511,17 +536,30 @@ impl<B> Counted<B> {
     }
 }
 
+impl<B> Counted<B> {
+    fn cut(&self, why: BodyCut) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let code = match why {
+            BodyCut::TooLarge(_) => 1,
+            BodyCut::Idle(_) => 2,
+        };
+        self.state.req_cut.store(code, Ordering::Relaxed);
+        self.state.req_failed.store(true, Ordering::Relaxed);
+        Poll::Ready(Some(Err(Box::new(why))))
+    }
+}
+
 impl<B> HttpBody for Counted<B>
 where
     B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
@@ -532,7 +570,14 @@ where
                     } else {
                         &this.state.req_bytes
                     };
-                    counter.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    let total =
+                        counter.fetch_add(d.len() as u64, Ordering::Relaxed) + d.len() as u64;
+                    if this.max > 0 && total > this.max {
+                        return this.cut(BodyCut::TooLarge(this.max));
+                    }
+                }
+                if let Some(idle) = this.idle {
+                    super::body::idle_reset(&mut this.sleep, idle);
                 }
                 if this.inner.is_end_stream() {
                     this.done();
@@ -542,9 +587,17 @@ where
             Poll::Ready(Some(Err(_))) if !this.response => {
                 this.state.req_failed.store(true, Ordering::Relaxed);
             }
+            Poll::Pending => {
+                if let Some(idle) = this.idle {
+                    if super::body::idle_fired(&mut this.sleep, idle, cx) {
+                        return this.cut(BodyCut::Idle(idle));
+                    }
+                }
+                return Poll::Pending;
+            }
             _ => {}
         }
-        polled
+        polled.map(|f| f.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {

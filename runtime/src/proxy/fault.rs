@@ -68,6 +68,10 @@ pub mod codes {
     /// The request head is larger than `limits.max_request_header_bytes`,
     /// or has more fields than `limits.max_request_headers`.
     pub const REQUEST_HEADERS_TOO_LARGE: &str = "request.headers-too-large";
+    /// The request body is larger than `limits.max_request_body_bytes`.
+    pub const REQUEST_BODY_TOO_LARGE: &str = "request.body-too-large";
+    /// The request body stalled for `limits.request_body_timeout_ms`.
+    pub const REQUEST_BODY_TIMEOUT: &str = "request.body-timeout";
     /// The client closed the connection (or broke the framing) before its
     /// request body was complete; logged, the client is gone.
     pub const REQUEST_ABORTED: &str = "request.aborted";
@@ -160,6 +164,30 @@ impl Fault {
             codes::REQUEST_PATH_PARAMETERS,
             "Path parameters not accepted",
             "the path has `;` parameters, which this API does not accept (upstreams disagree on what they mean)",
+        )
+    }
+
+    /// 413: the request body is larger than the limit (`declared` when its
+    /// length said so).
+    pub fn body_too_large(declared: Option<u64>, limit: u64) -> Self {
+        Fault::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::REQUEST_BODY_TOO_LARGE,
+            "Request body too large",
+            match declared {
+                Some(n) => format!("the request body is {n} bytes; the limit is {limit}"),
+                None => format!("the request body passed the limit of {limit} bytes"),
+            },
+        )
+    }
+
+    /// 408: the request body stalled.
+    pub fn body_timeout(ms: u64) -> Self {
+        Fault::new(
+            StatusCode::REQUEST_TIMEOUT,
+            codes::REQUEST_BODY_TIMEOUT,
+            "Request body timeout",
+            format!("no part of the request body came for {ms} ms"),
         )
     }
 

@@ -8,6 +8,7 @@ pub mod completion;
 pub mod echo;
 pub mod fault;
 pub mod headers;
+pub mod limiter;
 pub mod normalize;
 pub mod pipeline;
 pub mod pool;

@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use super::body::{boxed, Body};
+use super::body::{boxed, Body, BodyCut};
 use super::chain::{self, Outcome, Section};
 use super::completion::{AccessFields, Flight};
 use super::fault::{Fault, FaultKind};
@@ -55,7 +55,12 @@ pub async fn handle(
     let snapshot = live.load();
     let mut flight = Flight::new(live.clone(), started);
     let (mut parts, body) = req.into_parts();
-    let body = boxed(flight.count_request(body));
+    let limits = &snapshot.limits;
+    let body = boxed(flight.count_request(
+        body,
+        limits.max_request_body_bytes,
+        std::time::Duration::from_millis(limits.request_body_timeout_ms.max(1)),
+    ));
     let traced = wants_trace(&snapshot, &mut parts.headers);
     // Headers that belong to the client's connection (and those its
     // `Connection` names) go before anything reads the request: a policy
@@ -197,6 +202,21 @@ async fn process(
         return fail(global, ex, f, flight);
     }
 
+    // A body its length says is too large is refused before anything else
+    // reads it (a body without a length is counted as it streams).
+    let max_body = limits.max_request_body_bytes;
+    if max_body > 0 {
+        let declared = ex
+            .request
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(n) = declared.filter(|n| *n > max_body) {
+            return fail(global, ex, Fault::body_too_large(Some(n), max_body), flight);
+        }
+    }
+
     // The authority must not belong to another TLS host of the listener
     // than the one the connection was made for: a client reusing an HTTP/2
     // connection for another host would otherwise bypass that host's TLS
@@ -335,10 +355,13 @@ async fn process(
         Err(f) => {
             // The upstream exchange broke because the client stopped
             // sending its body: say so, rather than blame the upstream.
-            let f = if flight.request_body_failed() {
-                Fault::request_aborted()
-            } else {
-                f
+            let f = match flight.request_body_cut() {
+                Some(BodyCut::TooLarge(_)) => {
+                    Fault::body_too_large(None, limits.max_request_body_bytes)
+                }
+                Some(BodyCut::Idle(_)) => Fault::body_timeout(limits.request_body_timeout_ms),
+                None if flight.request_body_failed() => Fault::request_aborted(),
+                None => f,
             };
             tracing::warn!(request_id = %ex.request_id, upstream = %upstream.name, "{}", f.detail);
             ex.trace("upstream", || {

@@ -11,18 +11,48 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::snapshot::Live;
 use crate::config::Limits;
 use crate::exchange::{ConnInfo, TlsInfo};
 use crate::tls::certinfo::CertInfo;
+
+/// Counts a listener's open connections, so that stopping can wait for
+/// them to drain.
+#[derive(Default)]
+struct Tracker {
+    open: AtomicUsize,
+    drained: Notify,
+}
+
+/// A connection's place in its listener's [`Tracker`].
+struct Tracked(Arc<Tracker>);
+
+impl Tracked {
+    fn new(t: &Arc<Tracker>) -> Self {
+        t.open.fetch_add(1, Ordering::AcqRel);
+        Tracked(t.clone())
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
 
 /// Accepts connections on `listener` (the config's listener `name`) until
 /// `stop` turns true, then lets the open connections finish: idle
@@ -35,7 +65,7 @@ pub async fn serve(
     live: Arc<Live>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let tracker = Arc::new(Tracker::default());
     let local = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -64,24 +94,32 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let live = live.clone();
         let name = name.clone();
-        let watcher = graceful.watcher();
+        let tracked = Tracked::new(&tracker);
         let open = open.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
             open.inc();
-            connection(stream, client, local, name, live, watcher).await;
+            connection(stream, client, local, name, live, stop).await;
             open.dec();
+            drop(tracked);
         });
     }
     drop(listener);
     let grace = Duration::from_millis(live.load().limits.shutdown_grace_ms);
-    let open = graceful.count();
+    let open = tracker.open.load(Ordering::Acquire);
     if open > 0 {
         tracing::info!(listener = %name, open, "draining connections");
     }
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = async {
+        loop {
+            let notified = tracker.drained.notified();
+            if tracker.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(listener = %name, "connections still open after {} ms; closing them", grace.as_millis());
     }
 }
@@ -92,7 +130,7 @@ async fn connection(
     local: SocketAddr,
     name: Arc<str>,
     live: Arc<Live>,
-    watcher: Watcher,
+    stop: watch::Receiver<bool>,
 ) {
     let snapshot = live.load();
     let Some(entry) = snapshot.listener(&name) else {
@@ -100,13 +138,33 @@ async fn connection(
         return;
     };
     let limits = snapshot.limits.clone();
+    let _permit = match live.connections.acquire(
+        client.ip(),
+        limits.max_connections,
+        limits.max_connections_per_ip,
+    ) {
+        Ok(p) => p,
+        Err(why) => {
+            live.metrics
+                .connections_refused
+                .get_or_create(&crate::observe::metrics::TlsFailureLabels {
+                    listener: name.clone(),
+                    reason: why.label(),
+                })
+                .inc();
+            tracing::debug!(%client, listener = %name, "connection refused: {}", why.label());
+            return;
+        }
+    };
     let trusted = entry.trusts(client.ip());
+    let write_timeout = Duration::from_millis(limits.response_write_timeout_ms.max(1));
     let Some(table) = entry.tls.clone() else {
         drop(snapshot);
         let mut conn = ConnInfo::new(client, local, name, None);
         conn.trusted_forwarder = trusted;
         let conn = Arc::new(conn);
-        serve_http(TokioIo::new(stream), conn, live, &limits, watcher).await;
+        let io = WriteTimeout::new(stream, write_timeout);
+        serve_http(TokioIo::new(io), conn, live, &limits, stop).await;
         return;
     };
     drop(snapshot);
@@ -166,7 +224,8 @@ async fn connection(
     let mut conn = ConnInfo::new(client, local, name, Some(info));
     conn.trusted_forwarder = trusted;
     let conn = Arc::new(conn);
-    serve_http(TokioIo::new(stream), conn, live, &limits, watcher).await;
+    let io = WriteTimeout::new(stream, write_timeout);
+    serve_http(TokioIo::new(io), conn, live, &limits, stop).await;
 }
 
 async fn serve_http<I>(
@@ -174,7 +233,7 @@ async fn serve_http<I>(
     conn: Arc<ConnInfo>,
     live: Arc<Live>,
     limits: &Limits,
-    watcher: Watcher,
+    mut stop: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -194,6 +253,13 @@ async fn serve_http<I>(
         // Dead peers are found by pings instead of holding a task forever.
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(limits.http2_max_concurrent_streams.max(1))
+        // Rapid reset (CVE-2023-44487): streams a client opens and resets
+        // before the gateway accepts them, and streams the gateway must
+        // reset for the client's errors, are bounded; past them the
+        // connection gets GOAWAY (ENHANCE_YOUR_CALM).
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(256))
         .max_header_list_size(
             u32::try_from(limits.max_request_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
         );
@@ -203,28 +269,197 @@ async fn serve_http<I>(
         Some(false) => builder.http1_only(),
         None => builder,
     };
-    let seen_request = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let seen = seen_request.clone();
+    let activity = Arc::new(Activity::default());
+    let seen = activity.clone();
     let service = service_fn(move |req| {
-        seen.store(true, std::sync::atomic::Ordering::Relaxed);
-        super::pipeline::handle(live.clone(), conn.clone(), req)
+        seen.start();
+        let seen = seen.clone();
+        let handled = super::pipeline::handle(live.clone(), conn.clone(), req);
+        async move {
+            let r = handled.await;
+            seen.end();
+            r
+        }
     });
-    let serving = watcher.watch(builder.serve_connection(io, service));
+    let serving = builder.serve_connection(io, service);
     tokio::pin!(serving);
+    let started = tokio::time::Instant::now();
+    let idle = Duration::from_millis(limits.http2_idle_timeout_ms.max(1));
+    let max_age = (limits.max_connection_age_ms > 0)
+        .then(|| Duration::from_millis(limits.max_connection_age_ms));
+    let mut closing = false;
     // A connection that never completes a first request within the header
     // read timeout is closed (before its first request neither protocol
     // has a timer of its own).
-    let result = tokio::select! {
-        r = &mut serving => r,
-        _ = tokio::time::sleep(header_timeout) => {
-            if !seen_request.load(std::sync::atomic::Ordering::Relaxed) {
+    let first_request = tokio::time::sleep(header_timeout);
+    tokio::pin!(first_request);
+    let idle_check = tokio::time::sleep(idle);
+    tokio::pin!(idle_check);
+    let age = tokio::time::sleep(max_age.unwrap_or(Duration::from_secs(86_400 * 365)));
+    tokio::pin!(age);
+    let result = loop {
+        tokio::select! {
+            r = &mut serving => break r,
+            _ = &mut first_request, if !activity.any() => {
                 tracing::debug!("no request within {} ms; closing the connection", header_timeout.as_millis());
                 return;
             }
-            serving.await
+            _ = stop.changed(), if !closing => {
+                closing = true;
+                serving.as_mut().graceful_shutdown();
+            }
+            _ = &mut idle_check, if !closing => {
+                match activity.idle_for(started) {
+                    Some(for_) if for_ >= idle => {
+                        closing = true;
+                        serving.as_mut().graceful_shutdown();
+                    }
+                    Some(for_) => idle_check.as_mut().reset(tokio::time::Instant::now() + (idle - for_)),
+                    None => idle_check.as_mut().reset(tokio::time::Instant::now() + idle),
+                }
+            }
+            _ = &mut age, if !closing && max_age.is_some() => {
+                closing = true;
+                serving.as_mut().graceful_shutdown();
+            }
         }
     };
     if let Err(e) = result {
         tracing::debug!("connection ended: {e}");
+    }
+}
+
+/// What a connection's requests are doing, for its idle timeout.
+#[derive(Default)]
+struct Activity {
+    /// Requests started.
+    started: AtomicUsize,
+    /// Requests in flight (head not yet answered).
+    in_flight: AtomicUsize,
+    /// When the last request ended, in ms since the connection started.
+    last_end_ms: AtomicU64,
+    origin: std::sync::OnceLock<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn start(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+    fn end(&self) {
+        let origin = *self.origin.get_or_init(tokio::time::Instant::now);
+        let ms = u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_end_ms.store(ms, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+    fn any(&self) -> bool {
+        self.started.load(Ordering::Relaxed) > 0
+    }
+    /// How long the connection has had no request in flight; `None` while
+    /// one is.
+    fn idle_for(&self, started: tokio::time::Instant) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = match self.origin.get() {
+            Some(origin) => {
+                *origin + Duration::from_millis(self.last_end_ms.load(Ordering::Relaxed))
+            }
+            None => started,
+        };
+        Some(since.elapsed())
+    }
+}
+
+/// A client connection whose writes may not wait forever: a write (or
+/// flush) that stays pending for `limit` fails with `TimedOut`, and hyper
+/// closes the connection. A client that stops reading can hold the
+/// gateway's buffers and a task only that long.
+struct WriteTimeout<S> {
+    inner: S,
+    limit: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        WriteTimeout {
+            inner,
+            limit,
+            sleep: None,
+        }
+    }
+
+    /// After a write or flush: disarms the timer when it completed, arms it
+    /// (or checks it) when it is pending.
+    fn guard<T>(
+        &mut self,
+        polled: Poll<std::io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<T>> {
+        use std::future::Future as _;
+        match polled {
+            Poll::Ready(r) => {
+                self.sleep = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let limit = self.limit;
+                let s = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if s.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the client read nothing for {} ms", limit.as_millis()),
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.guard(polled, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.guard(polled, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.guard(polled, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

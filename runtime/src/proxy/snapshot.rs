@@ -184,6 +184,8 @@ pub struct Live {
     pub metrics: Arc<Metrics>,
     /// Recent traces.
     pub traces: TraceStore,
+    /// Open client connections, in all and per IP address.
+    pub connections: Arc<super::limiter::ConnectionLimiter>,
 }
 
 impl Live {
@@ -196,6 +198,7 @@ impl Live {
             current: ArcSwap::new(first),
             metrics,
             traces,
+            connections: Arc::default(),
         }
     }
 

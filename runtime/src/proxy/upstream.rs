@@ -64,6 +64,8 @@ pub struct Upstream {
     pub target: Target,
     /// Time allowed for the response head.
     pub request_timeout: Duration,
+    /// Longest wait for the next piece of the response body.
+    pub body_idle_timeout: Duration,
 }
 
 impl Upstream {
@@ -93,6 +95,7 @@ impl Upstream {
     ) -> Option<Upstream> {
         let path = format!("upstreams.{name}");
         let request_timeout = Duration::from_millis(c.request_timeout_ms.max(1));
+        let body_idle_timeout = Duration::from_millis(c.body_idle_timeout_ms.max(1));
         let name_arc: Arc<str> = Arc::from(name);
         let fingerprint = Upstream::fingerprint(c, source);
         let metrics = metrics.upstream(&name_arc);
@@ -104,6 +107,7 @@ impl Upstream {
                 metrics,
                 target: Target::Echo,
                 request_timeout,
+                body_idle_timeout,
             });
         }
         let uri: Uri = match c.url.parse() {
@@ -223,6 +227,7 @@ impl Upstream {
                 base_path,
             },
             request_timeout,
+            body_idle_timeout,
         })
     }
 
@@ -325,7 +330,8 @@ impl Upstream {
                             .saturating_sub(connect.unwrap_or_default());
                         self.metrics.first_byte.observe(first_byte);
                         facts.first_byte = Some(first_byte);
-                        Ok(resp.map(boxed))
+                        let idle = self.body_idle_timeout;
+                        Ok(resp.map(|b| boxed(super::body::IdleTimeout::new(b, idle))))
                     }
                     Ok(Err(e)) => Err(self.explain(&e)),
                 }
