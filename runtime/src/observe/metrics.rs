@@ -221,11 +221,13 @@ pub enum CallOutcome {
     Memory,
     /// No instance could be made.
     Unavailable,
+    /// The call asked for more than a host-side cap allows.
+    Limit,
 }
 
 impl CallOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [CallOutcome; 7] = [
+    pub const ALL: [CallOutcome; 8] = [
         CallOutcome::Continue,
         CallOutcome::Respond,
         CallOutcome::Deny,
@@ -233,6 +235,7 @@ impl CallOutcome {
         CallOutcome::Timeout,
         CallOutcome::Memory,
         CallOutcome::Unavailable,
+        CallOutcome::Limit,
     ];
 
     /// The label value.
@@ -245,6 +248,7 @@ impl CallOutcome {
             CallOutcome::Timeout => "timeout",
             CallOutcome::Memory => "memory",
             CallOutcome::Unavailable => "unavailable",
+            CallOutcome::Limit => "limit",
         }
     }
 }
@@ -252,7 +256,7 @@ impl CallOutcome {
 /// The call histograms of one policy, resolved once per pool.
 #[derive(Clone, Debug)]
 pub struct PolicyCallMetrics {
-    by_outcome: [Histogram; 7],
+    by_outcome: [Histogram; 8],
     /// Calls that found no idle instance and built one on the request path.
     pub pool_misses: Counter,
 }
@@ -260,11 +264,7 @@ pub struct PolicyCallMetrics {
 impl PolicyCallMetrics {
     /// Records one call.
     pub fn observe(&self, outcome: CallOutcome, d: Duration) {
-        let i = CallOutcome::ALL
-            .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or(0);
-        self.by_outcome[i].observe(d);
+        self.by_outcome[outcome as usize].observe(d);
     }
 }
 
@@ -361,7 +361,7 @@ impl Metrics {
         let policy_calls = Family::new_with_constructor(PolicyBuckets);
         registry.register_with_unit(
             "policy_call_duration",
-            "Policy calls by policy and outcome (continue, respond, deny, trap, timeout, memory, unavailable)",
+            "Policy calls by policy and outcome (continue, respond, deny, trap, timeout, memory, unavailable, limit)",
             Unit::Seconds,
             policy_calls.clone(),
         );

@@ -15,6 +15,10 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "policy-with-completion",
+    // An evaluation that runs the call past its deadline ends the call.
+    imports: {
+        "gatehouse:policy/expressions.[method]expression.evaluate": trappable,
+    },
     with: {
         "gatehouse:policy/types.request": super::host::markers::RequestView,
         "gatehouse:policy/types.response": super::host::markers::ResponseView,

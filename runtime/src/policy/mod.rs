@@ -22,6 +22,7 @@ pub mod builtin;
 pub mod cache;
 pub mod host;
 pub mod imports;
+pub mod limits;
 pub mod pool;
 
 use std::collections::{HashMap, HashSet};

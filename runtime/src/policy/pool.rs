@@ -42,6 +42,15 @@ pub enum PolicyError {
         /// The trap, as wasmtime describes it.
         message: String,
     },
+    /// The call asked the host for more than a cap allows (see
+    /// [`crate::policy::limits`]).
+    #[error("policy `{policy}` went over a limit: {what}")]
+    Limit {
+        /// The policy.
+        policy: Arc<str>,
+        /// Which limit, and by how much.
+        what: String,
+    },
     /// A new instance could not be created (e.g. the instance limit).
     #[error("policy `{policy}` has no instance available: {message}")]
     Unavailable {
@@ -59,6 +68,7 @@ impl PolicyError {
             PolicyError::Memory { .. } => CallOutcome::Memory,
             PolicyError::Trap { .. } => CallOutcome::Trap,
             PolicyError::Unavailable { .. } => CallOutcome::Unavailable,
+            PolicyError::Limit { .. } => CallOutcome::Limit,
         }
     }
 }
@@ -134,8 +144,18 @@ enum Instantiate {
     Failed(PolicyError),
 }
 
+/// The rebuild budget of a pool (a token bucket).
+struct Rebuilds {
+    tokens: f64,
+    last: Instant,
+    /// Until when on-path instantiation is refused (the budget ran out).
+    throttled_until: Option<Instant>,
+}
+
 /// The instances of one (policy, config).
 pub struct PolicyPool {
+    me: std::sync::Weak<PolicyPool>,
+    rebuilds: std::sync::Mutex<Rebuilds>,
     name: Arc<str>,
     key: PoolKey,
     runtime: Arc<PolicyRuntime>,
@@ -169,6 +189,12 @@ impl PolicyPool {
         let metrics = runtime.services.metrics.policy(&name);
         let key = PoolKey::new(policy, component, config_json, call, &secrets);
         let mut pool = PolicyPool {
+            me: std::sync::Weak::new(),
+            rebuilds: std::sync::Mutex::new(Rebuilds {
+                tokens: super::limits::REBUILD_BURST,
+                last: Instant::now(),
+                throttled_until: None,
+            }),
             name,
             key,
             runtime,
@@ -195,7 +221,61 @@ impl PolicyPool {
                 .map_err(|e| pool.classify(&first.store, e).to_string())?;
         }
         let _ = pool.idle.push(first);
-        Ok(Arc::new(pool))
+        Ok(Arc::new_cyclic(|me| {
+            pool.me = me.clone();
+            pool
+        }))
+    }
+
+    /// After an instance failed: builds its replacement off the request
+    /// path (on the runtime's blocking threads), within the rebuild budget;
+    /// past it, on-path instantiation is refused for a while.
+    fn replace_failed(&self) {
+        use super::limits::{REBUILDS_PER_SECOND, REBUILD_BURST};
+        let allowed = match self.rebuilds.lock() {
+            Ok(mut r) => {
+                let now = Instant::now();
+                let refill = now.duration_since(r.last).as_secs_f64() * REBUILDS_PER_SECOND;
+                r.tokens = (r.tokens + refill).min(REBUILD_BURST);
+                r.last = now;
+                if r.tokens >= 1.0 {
+                    r.tokens -= 1.0;
+                    r.throttled_until = None;
+                    true
+                } else {
+                    r.throttled_until =
+                        Some(now + std::time::Duration::from_secs_f64(1.0 / REBUILDS_PER_SECOND));
+                    false
+                }
+            }
+            Err(_) => false,
+        };
+        if !allowed {
+            tracing::warn!(policy = %self.name, "instances fail faster than they may be rebuilt; requests that find none idle get 503 for a moment");
+            return;
+        }
+        let me = self.me.clone();
+        let build = move || {
+            if let Some(pool) = me.upgrade() {
+                if let Ok(i) = pool.instantiate() {
+                    let _ = pool.idle.push(i);
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn_blocking(build);
+            }
+            Err(_) => build(),
+        }
+    }
+
+    fn throttled(&self) -> bool {
+        self.rebuilds
+            .lock()
+            .ok()
+            .and_then(|r| r.throttled_until)
+            .is_some_and(|t| Instant::now() < t)
     }
 
     /// The policy's name.
@@ -293,6 +373,12 @@ impl PolicyPool {
             return Ok(i);
         }
         self.metrics.pool_misses.inc();
+        if self.throttled() {
+            return Err(PolicyError::Unavailable {
+                policy: self.name.clone(),
+                message: "its instances fail faster than they may be rebuilt".into(),
+            });
+        }
         match self.instantiate() {
             Ok(i) => Ok(i),
             Err(Instantiate::Failed(e)) => Err(e),
@@ -310,6 +396,12 @@ impl PolicyPool {
             return PolicyError::Memory {
                 policy: self.name.clone(),
                 limit_mib: self.runtime.settings.memory_limit_mib,
+            };
+        }
+        if e.downcast_ref::<super::host::HostDeadline>().is_some() {
+            return PolicyError::Timeout {
+                policy: self.name.clone(),
+                deadline_ms: self.key.call.deadline_ms,
             };
         }
         match e.downcast_ref::<Trap>() {
@@ -427,9 +519,15 @@ impl PolicyPool {
         }
         // A refused growth on an earlier call says nothing about this one.
         data.limiter.exhausted = false;
+        data.over_limit = None;
+        data.call_deadline = Some((
+            std::time::Instant::now(),
+            std::time::Duration::from_millis(self.key.call.deadline_ms),
+        ));
         inst.store
             .set_epoch_deadline(ticks(self.key.call.deadline_ms));
         let result = f(&mut inst);
+        let over = inst.store.data_mut().over_limit.take();
         let ex = inst.store.data_mut().exchange.take();
         let ex = match ex {
             Some(ex) => ex,
@@ -438,6 +536,18 @@ impl PolicyPool {
             None => unreachable_exchange(),
         };
         match result {
+            Ok(_) if over.is_some() => {
+                let _ = self.idle.push(inst);
+                let what = self.secrets.redact(&over.unwrap_or_default());
+                tracing::warn!(policy = %self.name, request_id = %ex.request_id, "{what}");
+                (
+                    ex,
+                    Err(PolicyError::Limit {
+                        policy: self.name.clone(),
+                        what,
+                    }),
+                )
+            }
             Ok(d) => {
                 let _ = self.idle.push(inst);
                 (ex, Ok(d))
@@ -446,6 +556,7 @@ impl PolicyPool {
                 let err = self.classify(&inst.store, e);
                 tracing::warn!(policy = %self.name, request_id = %ex.request_id, "{err}; the instance is replaced");
                 drop(inst);
+                self.replace_failed();
                 (ex, Err(err))
             }
         }

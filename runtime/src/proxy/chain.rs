@@ -83,6 +83,10 @@ pub fn run(
             Ok(d) => d,
             Err(e) => return Outcome::Fault(ex, Fault::policy_failed(&e)),
         };
+        if let Err(what) = within_limits(&decision) {
+            let what = format!("request {}: {}", ex.request_id, pool.redact(&what));
+            return Outcome::Fault(ex, Fault::policy_limit(pool.name(), what));
+        }
         match decision {
             Decision::Continue(edits) => {
                 let target = match section {
@@ -156,6 +160,74 @@ fn trace_step(
     });
 }
 
+/// Checks a decision against the host-side caps
+/// ([`crate::policy::limits`]).
+fn within_limits(d: &Decision) -> Result<(), String> {
+    use crate::policy::bindings::Header;
+    use crate::policy::limits::*;
+    fn headers(hs: &[Header], max: usize) -> Result<(), String> {
+        if hs.len() > max {
+            return Err(format!("{} headers (at most {max})", hs.len()));
+        }
+        let bytes: usize = hs.iter().map(|h| h.name.len() + h.value.len()).sum();
+        if bytes > MAX_HEADER_BYTES {
+            return Err(format!(
+                "{bytes} bytes of headers (at most {MAX_HEADER_BYTES})"
+            ));
+        }
+        Ok(())
+    }
+    match d {
+        Decision::Continue(edits) => {
+            if edits.len() > MAX_EDITS {
+                return Err(format!(
+                    "{} header edits (at most {MAX_EDITS})",
+                    edits.len()
+                ));
+            }
+            let bytes: usize = edits
+                .iter()
+                .map(|e| match e {
+                    HeaderEdit::Set(h) | HeaderEdit::Append(h) => h.name.len() + h.value.len(),
+                    HeaderEdit::Remove(n) => n.len(),
+                })
+                .sum();
+            if bytes > MAX_HEADER_BYTES {
+                return Err(format!(
+                    "{bytes} bytes of header edits (at most {MAX_HEADER_BYTES})"
+                ));
+            }
+            Ok(())
+        }
+        Decision::Respond(spec) => {
+            headers(&spec.headers, MAX_RESPONSE_HEADERS)?;
+            if spec.body.len() > MAX_RESPONSE_BODY {
+                return Err(format!(
+                    "a response body of {} bytes (at most {MAX_RESPONSE_BODY})",
+                    spec.body.len()
+                ));
+            }
+            Ok(())
+        }
+        Decision::Deny(f) => {
+            headers(&f.headers, MAX_RESPONSE_HEADERS)?;
+            for (what, text) in [
+                ("code", &f.code),
+                ("title", &f.title),
+                ("detail", &f.detail),
+            ] {
+                if text.len() > MAX_FAULT_TEXT {
+                    return Err(format!(
+                        "a fault {what} of {} bytes (at most {MAX_FAULT_TEXT})",
+                        text.len()
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 /// The fault a policy chose, with secret named values removed from its
 /// text.
 fn denied(pool: &PolicyPool, mut f: crate::policy::bindings::Fault) -> Fault {
@@ -177,13 +249,13 @@ fn apply_edits(
             HeaderEdit::Set(hd) => {
                 let (n, v) = header_pair(&hd.name, &hd.value, pool)?;
                 if !framing(&n, pool) {
-                    h.insert(n, v);
+                    h.try_insert(n, v).map_err(|_| map_full(pool))?;
                 }
             }
             HeaderEdit::Append(hd) => {
                 let (n, v) = header_pair(&hd.name, &hd.value, pool)?;
                 if !framing(&n, pool) {
-                    h.append(n, v);
+                    h.try_append(n, v).map_err(|_| map_full(pool))?;
                 }
             }
             HeaderEdit::Remove(name) => {
@@ -196,6 +268,14 @@ fn apply_edits(
         }
     }
     Ok(())
+}
+
+/// The header map cannot take more entries.
+fn map_full(pool: &PolicyPool) -> Fault {
+    Fault::policy_limit(
+        pool.name(),
+        "the message has as many headers as it can hold",
+    )
 }
 
 /// Whether `n` is a framing or hop-by-hop header, which policies may not
@@ -241,7 +321,9 @@ fn response_from_spec(spec: ResponseSpec, pool: &PolicyPool) -> Result<Response<
     for hd in spec.headers {
         let (n, v) = header_pair(&hd.name, &hd.value, pool)?;
         if !framing(&n, pool) {
-            resp.headers_mut().append(n, v);
+            resp.headers_mut()
+                .try_append(n, v)
+                .map_err(|_| map_full(pool))?;
         }
     }
     Ok(resp)

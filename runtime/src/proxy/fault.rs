@@ -89,6 +89,9 @@ pub mod codes {
     pub const POLICY_TRAP: &str = "policy.trap";
     /// No policy instance could be created.
     pub const POLICY_UNAVAILABLE: &str = "policy.unavailable";
+    /// A policy asked the host for more than a cap allows (edits, bodies,
+    /// fault text, variables, expressions).
+    pub const POLICY_LIMIT: &str = "policy.limit";
     /// A policy returned something the gateway cannot send (bad status or
     /// header).
     pub const POLICY_INVALID_DECISION: &str = "policy.invalid-decision";
@@ -239,13 +242,19 @@ impl Fault {
                 codes::POLICY_UNAVAILABLE,
                 "Policy unavailable",
             ),
+            PolicyError::Limit { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::POLICY_LIMIT,
+                "Policy over a limit",
+            ),
         };
         // The detail names the policy, not the trap's internals.
         let policy = match e {
             PolicyError::Timeout { policy, .. }
             | PolicyError::Memory { policy, .. }
             | PolicyError::Trap { policy, .. }
-            | PolicyError::Unavailable { policy, .. } => policy.clone(),
+            | PolicyError::Unavailable { policy, .. }
+            | PolicyError::Limit { policy, .. } => policy.clone(),
         };
         let mut f = Fault::new(
             status,
@@ -255,6 +264,21 @@ impl Fault {
                 "policy `{policy}` failed on this request; see the gateway log for the request id"
             ),
         );
+        f.kind = FaultKind::PolicyFailure;
+        f
+    }
+
+    /// 500: a policy's decision went over a host-side cap.
+    pub fn policy_limit(policy: &str, what: impl std::fmt::Display) -> Self {
+        let mut f = Fault::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::POLICY_LIMIT,
+            "Policy over a limit",
+            format!(
+                "policy `{policy}` failed on this request; see the gateway log for the request id"
+            ),
+        );
+        tracing::warn!(policy, "{what}");
         f.kind = FaultKind::PolicyFailure;
         f
     }
@@ -336,7 +360,9 @@ impl Fault {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         for (n, v) in self.headers {
             if !super::headers::is_reserved_for_framing(&n) {
-                h.append(n, v);
+                // A fault's headers are capped when the policy decides; a
+                // full map drops the rest rather than panic.
+                let _ = h.try_append(n, v);
             }
         }
         resp

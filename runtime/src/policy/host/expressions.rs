@@ -59,8 +59,27 @@ fn env() -> &'static Arc<Env> {
 ///
 /// The parser's message, with line and column.
 pub fn compile(source: &str) -> Result<Compiled, String> {
+    use crate::policy::limits::{MAX_COMPREHENSIONS, MAX_EXPRESSION_SOURCE};
     if source.trim().is_empty() {
         return Err("the expression is empty".into());
+    }
+    if source.len() > MAX_EXPRESSION_SOURCE {
+        return Err(format!(
+            "the expression is {} bytes; at most {MAX_EXPRESSION_SOURCE}",
+            source.len()
+        ));
+    }
+    // Comprehensions multiply the work of what they contain; bound how many
+    // one expression may have (counted in the source, so a macro name in a
+    // string literal counts too: the bound errs on the safe side).
+    let comprehensions = [".all(", ".exists(", ".exists_one(", ".map(", ".filter("]
+        .iter()
+        .map(|m| source.matches(m).count())
+        .sum::<usize>();
+    if comprehensions > MAX_COMPREHENSIONS {
+        return Err(format!(
+            "the expression has {comprehensions} comprehensions (all, exists, exists_one, map, filter); at most {MAX_COMPREHENSIONS}"
+        ));
     }
     let program = env().compile(source).map_err(|e| e.to_string())?;
     let refs = program.references();
@@ -208,6 +227,14 @@ impl Host for HostState {}
 
 impl HostExpression for HostState {
     fn compile(&mut self, source: String) -> Result<Resource<ExpressionHandle>, String> {
+        use crate::policy::limits::MAX_EXPRESSIONS;
+        let live = self.expressions.iter().filter(|e| e.is_some()).count();
+        if live >= MAX_EXPRESSIONS {
+            self.over(|| format!("more than {MAX_EXPRESSIONS} compiled expressions"));
+            return Err(format!(
+                "at most {MAX_EXPRESSIONS} expressions may be compiled at once"
+            ));
+        }
         let compiled = Some(Arc::new(compile(&source)?));
         // Reuse a dropped slot, so compiling in a hook does not grow the
         // table for the instance's whole life.
@@ -224,14 +251,43 @@ impl HostExpression for HostState {
         Ok(Resource::new_own(index as u32))
     }
 
-    fn evaluate(&mut self, this: Resource<ExpressionHandle>) -> Result<Value, String> {
+    fn evaluate(
+        &mut self,
+        this: Resource<ExpressionHandle>,
+    ) -> wasmtime::Result<Result<Value, String>> {
         let Some(Some(c)) = self.expressions.get(this.rep() as usize) else {
-            return Err("unknown expression handle".into());
+            return Ok(Err("unknown expression handle".into()));
         };
         let Some(ex) = self.exchange.as_deref() else {
-            return Err("expressions can only be evaluated while handling a request".into());
+            return Ok(Err(
+                "expressions can only be evaluated while handling a request".into(),
+            ));
         };
-        evaluate(c, ex).map(to_wit)
+        let result = evaluate(c, ex).map(to_wit);
+        // The evaluation is host time of the call: past the call's deadline,
+        // the call ends as a timeout (the guest never resumes).
+        if let Some((started, limit)) = self.call_deadline {
+            if started.elapsed() > limit {
+                return Err(wasmtime::Error::new(super::HostDeadline));
+            }
+        }
+        if let Ok(v) = &result {
+            let size = match v {
+                Value::Text(s) | Value::Json(s) => s.len(),
+                Value::Bytes(b) => b.len(),
+                _ => 0,
+            };
+            if size > crate::policy::limits::MAX_EXPRESSION_RESULT {
+                self.over(|| {
+                    format!(
+                        "an expression result of {size} bytes (at most {})",
+                        crate::policy::limits::MAX_EXPRESSION_RESULT
+                    )
+                });
+                return Ok(Err("the result is too large".into()));
+            }
+        }
+        Ok(result)
     }
 
     fn source(&mut self, this: Resource<ExpressionHandle>) -> String {

@@ -7,7 +7,10 @@ use crate::policy::bindings::gatehouse::policy::host::{Host, LogLevel};
 
 impl Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) {
-        let message = self.secrets.redact(&message);
+        let message = self.secrets.redact(&crate::policy::limits::truncate(
+            message,
+            crate::policy::limits::MAX_LOG_MESSAGE,
+        ));
         let policy = &*self.policy;
         if let Some(e) = self.exchange.as_deref() {
             e.trace("policy", || {
@@ -48,6 +51,8 @@ impl Host for HostState {
     }
 
     fn trace(&mut self, message: String) {
+        let message =
+            crate::policy::limits::truncate(message, crate::policy::limits::MAX_LOG_MESSAGE);
         if let Some(e) = self.exchange.as_deref() {
             e.trace("policy", || {
                 serde_json::json!({

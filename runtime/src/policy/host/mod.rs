@@ -43,7 +43,26 @@ pub struct HostState {
     pub limiter: MemoryLimiter,
     /// Secret named values, removed from everything a policy logs or traces.
     pub secrets: crate::config::Secrets,
+    /// Set when the current call asked for more than a host-side cap allows
+    /// (see [`crate::policy::limits`]): the call fails with `policy.limit`.
+    pub over_limit: Option<String>,
+    /// When the current call started and how long it may take: host work
+    /// (an expression's evaluation) counts against it too.
+    pub call_deadline: Option<(std::time::Instant, std::time::Duration)>,
 }
+
+/// A host function found the call past its deadline: the call is reported
+/// as a timeout, like an interrupted guest.
+#[derive(Debug)]
+pub struct HostDeadline;
+
+impl std::fmt::Display for HostDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the call ran past its deadline in a host function")
+    }
+}
+
+impl std::error::Error for HostDeadline {}
 
 impl HostState {
     /// A fresh state for an instance of `policy`.
@@ -64,6 +83,16 @@ impl HostState {
                 exhausted: false,
             },
             secrets,
+            over_limit: None,
+            call_deadline: None,
+        }
+    }
+
+    /// Records that the current call went over a cap (the first reason
+    /// wins).
+    pub fn over(&mut self, why: impl FnOnce() -> String) {
+        if self.over_limit.is_none() {
+            self.over_limit = Some(why());
         }
     }
 }

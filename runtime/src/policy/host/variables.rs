@@ -3,10 +3,7 @@
 use super::HostState;
 use crate::policy::bindings::gatehouse::policy::variables::Host;
 
-/// Most context variables one request may hold.
-pub const MAX_VARIABLES: usize = 256;
-/// Largest value of one context variable, in bytes.
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+use crate::policy::limits::{MAX_VARIABLES, MAX_VARIABLE_NAME, MAX_VARIABLE_VALUE};
 
 impl Host for HostState {
     fn get(&mut self, name: String) -> Option<String> {
@@ -16,20 +13,31 @@ impl Host for HostState {
     }
 
     fn set(&mut self, name: String, value: String) {
-        if let Some(e) = self.exchange.as_deref_mut() {
-            // Variables live in host memory, outside the policy's memory cap:
-            // bound them.
-            if value.len() > MAX_VALUE_BYTES
-                || (e.vars.len() >= MAX_VARIABLES && !e.vars.contains_key(&name))
-            {
-                tracing::warn!(
-                    policy = %self.policy,
-                    request_id = %e.request_id,
-                    "variable `{name}` not set: at most {MAX_VARIABLES} variables of {MAX_VALUE_BYTES} bytes per request"
-                );
-                return;
+        let Some(e) = self.exchange.as_deref_mut() else {
+            return;
+        };
+        // Variables live in host memory, outside the policy's memory cap:
+        // bound them. Over a bound, the request fails with policy.limit.
+        let why = if name.len() > MAX_VARIABLE_NAME {
+            Some(format!(
+                "a variable name of {} bytes (at most {MAX_VARIABLE_NAME})",
+                name.len()
+            ))
+        } else if value.len() > MAX_VARIABLE_VALUE {
+            Some(format!(
+                "variable `{name}` of {} bytes (at most {MAX_VARIABLE_VALUE})",
+                value.len()
+            ))
+        } else if e.vars.len() >= MAX_VARIABLES && !e.vars.contains_key(&name) {
+            Some(format!("more than {MAX_VARIABLES} variables"))
+        } else {
+            None
+        };
+        match why {
+            Some(why) => self.over(|| why),
+            None => {
+                e.vars.insert(name, value);
             }
-            e.vars.insert(name, value);
         }
     }
 

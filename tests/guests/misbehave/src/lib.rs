@@ -3,15 +3,26 @@
 //! memory cap), `std` (uses HashMap, clocks and env; sets `x-std`),
 //! `stdout` (prints: traps), `vars` (echoes context variable `probe` to
 //! `x-probe`), `frame-respond` and `frame-deny` (a response or a fault
-//! whose headers try to set `content-length` and `transfer-encoding`).
+//! whose headers try to set `content-length` and `transfer-encoding`),
+//! and modes that go over the host's caps: `many-edits`, `big-edit`,
+//! `big-respond`, `big-fault`, `many-vars`, `long-var-name`,
+//! `many-exprs`, `slow-expr` (an expression too costly for the deadline),
+//! `many-comprehensions` (refused at compile; the error comes back in
+//! `x-compile-error`).
 //! Anything else continues.
 //!
 //! With `record_completion: true`, it asks for the completion hook and
 //! traces what the gateway reports there.
 use gatehouse_sdk::{
-    export_policy, host, variables, Completion, Connection, Decision, Fault, HeaderEdit, Policy,
-    Request, ResponseSpec,
+    export_policy, host, variables, Completion, Connection, Decision, Expression, Fault,
+    HeaderEdit, Policy, Request, ResponseSpec,
 };
+
+/// `[1,2,...,n]`.
+fn list(n: usize) -> String {
+    let items: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+    format!("[{}]", items.join(","))
+}
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -111,6 +122,63 @@ impl Policy for Misbehave {
                 .with_header("transfer-encoding", "chunked")
                 .with_header("x-from", "policy"),
             ),
+            Some("many-edits") => Decision::edit(
+                (0..1000)
+                    .map(|i| HeaderEdit::set(format!("x-e{i}"), "v"))
+                    .collect(),
+            ),
+            Some("big-edit") => Decision::edit(vec![HeaderEdit::set("x-big", "v".repeat(100_000))]),
+            Some("big-respond") => {
+                Decision::respond(ResponseSpec::new(200).with_body(vec![b'b'; 2 << 20]))
+            }
+            Some("big-fault") => Decision::deny(Fault::new(
+                400,
+                "policy.misbehave.big",
+                "Big",
+                "d".repeat(10_000),
+            )),
+            Some("many-vars") => {
+                for i in 0..300 {
+                    variables::set(&format!("v{i}"), "x");
+                }
+                Decision::proceed()
+            }
+            Some("long-var-name") => {
+                variables::set(&"n".repeat(1000), "x");
+                Decision::proceed()
+            }
+            Some("many-exprs") => {
+                let mut held = Vec::new();
+                for i in 0..100 {
+                    match Expression::compile(&format!("{i} + 1")) {
+                        Ok(e) => held.push(e),
+                        Err(_) => break,
+                    }
+                }
+                Decision::edit(vec![HeaderEdit::set("x-held", held.len().to_string())])
+            }
+            Some("slow-expr") => {
+                let n = 250;
+                let src = format!(
+                    "{}.map(x, {}.map(y, {}.all(z, z > 0)))",
+                    list(n),
+                    list(n),
+                    list(n)
+                );
+                match Expression::compile(&src) {
+                    Ok(e) => {
+                        let _ = e.evaluate();
+                        Decision::edit(vec![HeaderEdit::set("x-evaluated", "yes")])
+                    }
+                    Err(e) => Decision::edit(vec![HeaderEdit::set("x-compile-error", e)]),
+                }
+            }
+            Some("many-comprehensions") => {
+                match Expression::compile("[1].map(a, a).map(b, b).map(c, c).map(d, d)") {
+                    Ok(_) => Decision::proceed(),
+                    Err(e) => Decision::edit(vec![HeaderEdit::set("x-compile-error", e)]),
+                }
+            }
             Some("vars") => {
                 let v = variables::get("probe").unwrap_or_else(|| "none".into());
                 Decision::edit(vec![HeaderEdit::set("x-probe", v)])
