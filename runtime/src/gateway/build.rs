@@ -284,6 +284,7 @@ pub fn build(
         upstreams,
         limits: config.limits.clone(),
         request_metrics: admin.is_some(),
+        secrets: named.secrets(),
         admin,
         trace_key,
         access_log,

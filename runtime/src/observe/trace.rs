@@ -33,19 +33,23 @@ pub struct TraceRecord {
 pub struct Trace {
     /// The trace id (the request id).
     pub id: String,
+    /// Secret values redacted from every record.
+    secrets: crate::config::Secrets,
     started: Instant,
     started_wall: SystemTime,
     records: Vec<TraceRecord>,
 }
 
 impl Trace {
-    /// A trace of the request `id` that arrived at `started`.
-    pub fn new(id: String, started: Instant) -> Self {
+    /// A trace of the request `id` that arrived at `started`, redacting
+    /// `secrets` from every record.
+    pub fn new(id: String, started: Instant, secrets: crate::config::Secrets) -> Self {
         let started_wall = SystemTime::now()
             .checked_sub(started.elapsed())
             .unwrap_or_else(SystemTime::now);
         Trace {
             id,
+            secrets,
             started,
             started_wall,
             records: Vec::with_capacity(16),
@@ -57,6 +61,10 @@ impl Trace {
         // A policy could trace in a loop: bound what one request holds.
         if self.records.len() >= MAX_RECORDS {
             return;
+        }
+        let mut data = data;
+        if !self.secrets.is_empty() {
+            redact(&mut data, &self.secrets);
         }
         self.records.push(TraceRecord {
             source,
@@ -83,6 +91,15 @@ impl Trace {
                 "data": r.data,
             })).collect::<Vec<_>>(),
         })
+    }
+}
+
+fn redact(v: &mut Value, secrets: &crate::config::Secrets) {
+    match v {
+        Value::String(s) => *s = secrets.redact(s),
+        Value::Array(items) => items.iter_mut().for_each(|i| redact(i, secrets)),
+        Value::Object(map) => map.values_mut().for_each(|i| redact(i, secrets)),
+        _ => {}
     }
 }
 
@@ -160,7 +177,7 @@ mod tests {
     fn the_store_keeps_the_most_recent_traces() {
         let store = TraceStore::new(2);
         for id in ["a", "b", "c"] {
-            let mut t = Trace::new(id.into(), Instant::now());
+            let mut t = Trace::new(id.into(), Instant::now(), Default::default());
             t.record("routing", json!({"api": id}));
             store.insert(Arc::new(Mutex::new(t)));
         }

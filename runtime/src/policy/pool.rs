@@ -309,6 +309,11 @@ impl PolicyPool {
         self.secrets.redact(text)
     }
 
+    /// The config's secrets and references.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
     /// Instances ready in the pool.
     pub fn idle_instances(&self) -> usize {
         self.idle.len()

@@ -96,7 +96,7 @@ pub fn run(
                     }
                 };
                 if let Some(h) = target {
-                    if let Err(f) = apply_edits(h, edits, pool) {
+                    if let Err(f) = apply_edits(h, edits, pool, section) {
                         return Outcome::Fault(ex, f);
                     }
                 }
@@ -233,15 +233,35 @@ fn within_limits(d: &Decision) -> Result<(), String> {
 fn denied(pool: &PolicyPool, mut f: crate::policy::bindings::Fault) -> Fault {
     f.title = pool.redact(&f.title);
     f.detail = pool.redact(&f.detail);
+    for h in &mut f.headers {
+        h.value = outgoing(std::mem::take(&mut h.value), pool, Section::OnError);
+    }
     Fault::from_policy(pool.name(), f)
+}
+
+/// A header value as it leaves a policy: on the request (bound for the
+/// upstream), `{{ref:name}}` references become their values; on responses
+/// and faults (bound for the client), secret values are redacted, base64
+/// and percent-encoded forms included.
+fn outgoing(value: String, pool: &PolicyPool, section: Section) -> String {
+    let secrets = pool.secrets();
+    match section {
+        Section::Inbound => secrets.resolve_refs(&value).unwrap_or(value),
+        Section::Outbound | Section::OnError if !secrets.is_empty() => secrets.redact(&value),
+        Section::Outbound | Section::OnError => value,
+    }
 }
 
 fn apply_edits(
     h: &mut http::HeaderMap,
     edits: Vec<HeaderEdit>,
     pool: &PolicyPool,
+    section: Section,
 ) -> Result<(), Fault> {
-    for e in edits {
+    for mut e in edits {
+        if let HeaderEdit::Set(hd) | HeaderEdit::Append(hd) = &mut e {
+            hd.value = outgoing(std::mem::take(&mut hd.value), pool, section);
+        }
         match e {
             HeaderEdit::Set(hd) | HeaderEdit::Append(hd) if hd.name.is_empty() => {
                 return Err(Fault::invalid_decision(pool.name(), "empty header name"))
@@ -319,7 +339,8 @@ fn response_from_spec(spec: ResponseSpec, pool: &PolicyPool) -> Result<Response<
     let mut resp = Response::new(full(spec.body));
     *resp.status_mut() = status;
     for hd in spec.headers {
-        let (n, v) = header_pair(&hd.name, &hd.value, pool)?;
+        let value = outgoing(hd.value, pool, Section::Outbound);
+        let (n, v) = header_pair(&hd.name, &value, pool)?;
         if !framing(&n, pool) {
             resp.headers_mut()
                 .try_append(n, v)

@@ -446,6 +446,17 @@ impl Drop for State {
         let human = tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO);
         if let (Some(fields), true) = (&rec.access, log.is_some() || human) {
             let tls = ex.conn.tls.as_ref();
+            // A secret in a path or host (a token in a query, say) is not
+            // written to the log.
+            let secrets = snapshot.map(|s| &s.secrets).filter(|s| !s.is_empty());
+            let path = match secrets {
+                Some(s) => std::borrow::Cow::Owned(s.redact(&fields.path)),
+                None => std::borrow::Cow::Borrowed(fields.path.as_str()),
+            };
+            let host = match secrets {
+                Some(s) => std::borrow::Cow::Owned(s.redact(&fields.host)),
+                None => std::borrow::Cow::Borrowed(fields.host.as_str()),
+            };
             // When the request arrived, read off the wall clock only for
             // requests that are logged.
             let arrived = SystemTime::now()
@@ -465,8 +476,8 @@ impl Drop for State {
                     .and_then(|t| t.client_cert.as_ref())
                     .map(|c| c.thumbprint_sha256.as_str()),
                 method: fields.method.as_str(),
-                host: &fields.host,
-                path: &fields.path,
+                host: &host,
+                path: &path,
                 api: (!ex.route.api.is_empty()).then_some(&*ex.route.api),
                 operation: ex.route.operation.as_deref(),
                 status: rec.status,

@@ -93,7 +93,7 @@ pub async fn handle(
     }
     let mut ex = Box::new(Exchange::new(parts, conn, RequestId::new(), started));
     if traced {
-        start_trace(&live, &mut ex, &host);
+        start_trace(&live, &mut ex, &host, &snapshot.secrets);
     }
     flight.snapshot = Some(snapshot.clone());
 
@@ -133,10 +133,11 @@ fn wants_trace(snapshot: &Snapshot, h: &mut http::HeaderMap) -> bool {
     }
 }
 
-fn start_trace(live: &Live, ex: &mut Exchange, host: &str) {
+fn start_trace(live: &Live, ex: &mut Exchange, host: &str, secrets: &crate::config::Secrets) {
     let trace = Arc::new(Mutex::new(Trace::new(
         ex.request_id.to_string(),
         ex.started,
+        secrets.clone(),
     )));
     live.traces.insert(trace.clone());
     ex.trace = Some(trace);

@@ -133,6 +133,8 @@ pub struct Snapshot {
     /// Whether requests are counted in the metrics (when an admin listener
     /// can serve them): the per-request counter and duration histogram.
     pub request_metrics: bool,
+    /// The config's secret values, redacted from access logs and traces.
+    pub secrets: crate::config::Secrets,
     /// The key a request sends in `x-gatehouse-trace` to be traced.
     pub trace_key: Option<String>,
     /// The access log, if configured.

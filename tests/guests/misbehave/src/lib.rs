@@ -32,10 +32,14 @@ pub struct Config {
     fail_construction: bool,
     #[serde(default)]
     record_completion: bool,
+    /// Text the `note` modes pass on (a secret, in the secret tests).
+    #[serde(default)]
+    note: String,
 }
 
 pub struct Misbehave {
     record_completion: bool,
+    note: String,
 }
 
 impl Policy for Misbehave {
@@ -46,6 +50,7 @@ impl Policy for Misbehave {
         }
         Ok(Misbehave {
             record_completion: c.record_completion,
+            note: c.note,
         })
     }
     fn wants_completion(&self) -> bool {
@@ -179,6 +184,16 @@ impl Policy for Misbehave {
                     Err(e) => Decision::edit(vec![HeaderEdit::set("x-compile-error", e)]),
                 }
             }
+            // The note, as the policy holds it, on the request (to the
+            // upstream) or in a response of its own (to the client), as it
+            // is, base64-encoded or percent-encoded.
+            Some("set-note") => Decision::edit(vec![HeaderEdit::set("x-note", self.note.clone())]),
+            Some("respond-note") => Decision::respond(
+                ResponseSpec::new(200)
+                    .with_header("x-note", self.note.clone())
+                    .with_header("x-note-b64", b64(self.note.as_bytes()))
+                    .with_header("x-note-pct", pct(&self.note)),
+            ),
             Some("vars") => {
                 let v = variables::get("probe").unwrap_or_else(|| "none".into());
                 Decision::edit(vec![HeaderEdit::set("x-probe", v)])
@@ -189,3 +204,38 @@ impl Policy for Misbehave {
 }
 
 export_policy!(Misbehave);
+
+/// Standard base64 with padding.
+fn b64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Every byte that is not unreserved as `%XX`.
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
