@@ -96,13 +96,13 @@ pub fn run(
                     }
                 };
                 if let Some(h) = target {
-                    if let Err(f) = apply_edits(h, edits, pool, section) {
+                    if let Err(f) = apply_edits(h, edits, &Issuer::of(pool), section) {
                         return Outcome::Fault(ex, f);
                     }
                 }
             }
             Decision::Respond(spec) => {
-                return match response_from_spec(spec, pool) {
+                return match response_from_spec(spec, &Issuer::of(pool)) {
                     Ok(r) => Outcome::Respond(ex, r),
                     Err(f) => Outcome::Fault(ex, f),
                 }
@@ -162,7 +162,7 @@ fn trace_step(
 
 /// Checks a decision against the host-side caps
 /// ([`crate::policy::limits`]).
-fn within_limits(d: &Decision) -> Result<(), String> {
+pub fn within_limits(d: &Decision) -> Result<(), String> {
     use crate::policy::bindings::Header;
     use crate::policy::limits::*;
     fn headers(hs: &[Header], max: usize) -> Result<(), String> {
@@ -233,8 +233,9 @@ fn within_limits(d: &Decision) -> Result<(), String> {
 fn denied(pool: &PolicyPool, mut f: crate::policy::bindings::Fault) -> Fault {
     f.title = pool.redact(&f.title);
     f.detail = pool.redact(&f.detail);
+    let by = Issuer::of(pool);
     for h in &mut f.headers {
-        h.value = outgoing(std::mem::take(&mut h.value), pool, Section::OnError);
+        h.value = outgoing(std::mem::take(&mut h.value), &by, Section::OnError);
     }
     Fault::from_policy(pool.name(), f)
 }
@@ -243,8 +244,8 @@ fn denied(pool: &PolicyPool, mut f: crate::policy::bindings::Fault) -> Fault {
 /// upstream), `{{ref:name}}` references become their values; on responses
 /// and faults (bound for the client), secret values are redacted, base64
 /// and percent-encoded forms included.
-fn outgoing(value: String, pool: &PolicyPool, section: Section) -> String {
-    let secrets = pool.secrets();
+fn outgoing(value: String, by: &Issuer<'_>, section: Section) -> String {
+    let secrets = by.secrets;
     match section {
         Section::Inbound => secrets.resolve_refs(&value).unwrap_or(value),
         Section::Outbound | Section::OnError if !secrets.is_empty() => secrets.redact(&value),
@@ -252,35 +253,62 @@ fn outgoing(value: String, pool: &PolicyPool, section: Section) -> String {
     }
 }
 
-fn apply_edits(
+/// Who made an edit: the policy's name (for faults and logs) and its
+/// config's secrets (references to put in, values to redact).
+pub struct Issuer<'a> {
+    /// The policy's name.
+    pub name: &'a str,
+    /// Its config's secrets and references.
+    pub secrets: &'a crate::config::Secrets,
+}
+
+impl<'a> Issuer<'a> {
+    fn of(pool: &'a PolicyPool) -> Self {
+        Issuer {
+            name: pool.name(),
+            secrets: pool.secrets(),
+        }
+    }
+}
+
+/// Applies a decision's header edits to the message of `section`: names
+/// and values checked, framing and hop-by-hop headers left alone, values
+/// bound for the upstream with references resolved and those bound for the
+/// client with secrets redacted, the map filled without panicking.
+///
+/// # Errors
+///
+/// `policy.invalid-decision` for a bad name or value, `policy.limit` when
+/// the map is full.
+pub fn apply_edits(
     h: &mut http::HeaderMap,
     edits: Vec<HeaderEdit>,
-    pool: &PolicyPool,
+    by: &Issuer<'_>,
     section: Section,
 ) -> Result<(), Fault> {
     for mut e in edits {
         if let HeaderEdit::Set(hd) | HeaderEdit::Append(hd) = &mut e {
-            hd.value = outgoing(std::mem::take(&mut hd.value), pool, section);
+            hd.value = outgoing(std::mem::take(&mut hd.value), by, section);
         }
         match e {
             HeaderEdit::Set(hd) | HeaderEdit::Append(hd) if hd.name.is_empty() => {
-                return Err(Fault::invalid_decision(pool.name(), "empty header name"))
+                return Err(Fault::invalid_decision(by.name, "empty header name"))
             }
             HeaderEdit::Set(hd) => {
-                let (n, v) = header_pair(&hd.name, &hd.value, pool)?;
-                if !framing(&n, pool) {
-                    h.try_insert(n, v).map_err(|_| map_full(pool))?;
+                let (n, v) = header_pair(&hd.name, &hd.value, by)?;
+                if !framing(&n, by) {
+                    h.try_insert(n, v).map_err(|_| map_full(by))?;
                 }
             }
             HeaderEdit::Append(hd) => {
-                let (n, v) = header_pair(&hd.name, &hd.value, pool)?;
-                if !framing(&n, pool) {
-                    h.try_append(n, v).map_err(|_| map_full(pool))?;
+                let (n, v) = header_pair(&hd.name, &hd.value, by)?;
+                if !framing(&n, by) {
+                    h.try_append(n, v).map_err(|_| map_full(by))?;
                 }
             }
             HeaderEdit::Remove(name) => {
                 if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-                    if !framing(&n, pool) {
+                    if !framing(&n, by) {
                         h.remove(n);
                     }
                 }
@@ -291,19 +319,16 @@ fn apply_edits(
 }
 
 /// The header map cannot take more entries.
-fn map_full(pool: &PolicyPool) -> Fault {
-    Fault::policy_limit(
-        pool.name(),
-        "the message has as many headers as it can hold",
-    )
+fn map_full(by: &Issuer<'_>) -> Fault {
+    Fault::policy_limit(by.name, "the message has as many headers as it can hold")
 }
 
 /// Whether `n` is a framing or hop-by-hop header, which policies may not
 /// touch: the edit is ignored (and said so in the debug log).
-fn framing(n: &HeaderName, pool: &PolicyPool) -> bool {
+fn framing(n: &HeaderName, by: &Issuer<'_>) -> bool {
     let reserved = headers::is_reserved_for_framing(n);
     if reserved {
-        tracing::debug!(policy = %pool.name(), header = %n, "edit of a framing or hop-by-hop header ignored");
+        tracing::debug!(policy = %by.name, header = %n, "edit of a framing or hop-by-hop header ignored");
     }
     reserved
 }
@@ -311,40 +336,37 @@ fn framing(n: &HeaderName, pool: &PolicyPool) -> bool {
 fn header_pair(
     name: &str,
     value: &str,
-    pool: &PolicyPool,
+    by: &Issuer<'_>,
 ) -> Result<(HeaderName, HeaderValue), Fault> {
     let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-        Fault::invalid_decision(pool.name(), format!("`{name}` is not a valid header name"))
+        Fault::invalid_decision(by.name, format!("`{name}` is not a valid header name"))
     })?;
     // UTF-8 is allowed (as obs-text); control characters are not.
     let v = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
         Fault::invalid_decision(
-            pool.name(),
+            by.name,
             format!("the value of `{name}` is not a valid header value"),
         )
     })?;
     Ok((n, v))
 }
 
-fn response_from_spec(spec: ResponseSpec, pool: &PolicyPool) -> Result<Response<Body>, Fault> {
+fn response_from_spec(spec: ResponseSpec, by: &Issuer<'_>) -> Result<Response<Body>, Fault> {
     let status = StatusCode::from_u16(spec.status)
         .ok()
         .filter(|s| (200..=599).contains(&s.as_u16()))
         .ok_or_else(|| {
-            Fault::invalid_decision(
-                pool.name(),
-                format!("status {} cannot be sent", spec.status),
-            )
+            Fault::invalid_decision(by.name, format!("status {} cannot be sent", spec.status))
         })?;
     let mut resp = Response::new(full(spec.body));
     *resp.status_mut() = status;
     for hd in spec.headers {
-        let value = outgoing(hd.value, pool, Section::Outbound);
-        let (n, v) = header_pair(&hd.name, &value, pool)?;
-        if !framing(&n, pool) {
+        let value = outgoing(hd.value, by, Section::Outbound);
+        let (n, v) = header_pair(&hd.name, &value, by)?;
+        if !framing(&n, by) {
             resp.headers_mut()
                 .try_append(n, v)
-                .map_err(|_| map_full(pool))?;
+                .map_err(|_| map_full(by))?;
         }
     }
     Ok(resp)

@@ -181,6 +181,7 @@ pub fn authority(raw: &[u8]) -> Result<(String, String), Fault> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
             || h.starts_with('.')
+            || h.ends_with('.')
             || h.contains("..")
         {
             return Err(invalid_host(format!(
@@ -411,6 +412,9 @@ mod tests {
             ":80",
             ".",
             "a..b",
+            // Found by the fuzzer: one trailing dot is dropped, a second
+            // one made the canonical form parse differently.
+            "ce.x..",
         ] {
             assert!(authority(bad.as_bytes()).is_err(), "{bad} was accepted");
         }
