@@ -36,29 +36,55 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// message as it arrives (the client's request, the upstream's response),
 /// before anything else reads it.
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
-    if h.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            h.remove(n);
-        }
+    remove_on_arrival(h, false);
+}
+
+/// [`remove_hop_by_hop`], and with `forwarding` also the forwarding
+/// headers of [`remove_forwarding`], in one pass over the names: most
+/// messages carry none of them, and a scan of a few names costs less than
+/// a hash lookup per listed name.
+pub fn remove_on_arrival(h: &mut HeaderMap, forwarding: bool) {
+    let doomed = |k: &HeaderName| {
+        is_fixed_hop_by_hop(k) || (forwarding && FORWARDING.iter().any(|f| f == k))
+    };
+    // `Connection` is on the fixed list: no match, nothing to do.
+    if !h.keys().any(doomed) {
+        return;
     }
-    remove_fixed_hop_by_hop(h);
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    remove_where(h, doomed);
 }
 
 /// Removes the fixed list of hop-by-hop headers (and `Upgrade`), but not
 /// headers a `Connection` header names: for a message after the policies,
 /// whose `Connection` (if a policy set one) names nothing the client sent.
 pub fn remove_fixed_hop_by_hop(h: &mut HeaderMap) {
-    for n in HOP_BY_HOP.iter() {
+    remove_where(h, is_fixed_hop_by_hop);
+}
+
+fn is_fixed_hop_by_hop(k: &HeaderName) -> bool {
+    k == header::UPGRADE || HOP_BY_HOP.iter().any(|n| n == k)
+}
+
+/// Removes every header whose name `doomed` picks; nothing is hashed or
+/// allocated when none is.
+fn remove_where(h: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    if !h.keys().any(&doomed) {
+        return;
+    }
+    let names: Vec<HeaderName> = h.keys().filter(|k| doomed(k)).cloned().collect();
+    for n in names {
         h.remove(n);
     }
-    h.remove(header::UPGRADE);
 }
 
 /// Whether a policy may not set, append or remove `name`: the framing
@@ -90,9 +116,7 @@ const FORWARDING: [HeaderName; 10] = [
 /// Removes the forwarding headers a client sent (see [`FORWARDING`]); the
 /// gateway sets its own `X-Forwarded-For`, `-Proto` and `-Host` upstream.
 pub fn remove_forwarding(h: &mut HeaderMap) {
-    for n in FORWARDING.iter() {
-        h.remove(n);
-    }
+    remove_where(h, |k| FORWARDING.iter().any(|f| f == k));
 }
 
 /// Appends the client to `X-Forwarded-For` (which holds only what a

@@ -58,18 +58,16 @@ pub fn request(parts: &mut http::request::Parts) -> Result<Normal, Fault> {
     if hosts > 1 {
         return Err(invalid_host("the request has several Host headers"));
     }
+    // A `HeaderValue` clone shares its bytes.
     let raw = match parts.uri.authority() {
-        Some(a) => Some(a.as_str().as_bytes().to_vec()),
-        None => parts
-            .headers
-            .get(header::HOST)
-            .map(|h| h.as_bytes().to_vec()),
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
     };
     let mut normal = Normal::default();
     match raw {
         Some(raw) => {
-            let (canonical, host) = authority(&raw)?;
-            if canonical.as_bytes() != raw.as_slice() || parts.uri.authority().is_some() {
+            let (canonical, host) = authority(raw.as_bytes())?;
+            if canonical.as_bytes() != raw.as_bytes() || parts.uri.authority().is_some() {
                 let v = HeaderValue::from_str(&canonical)
                     .map_err(|_| invalid_host("the authority is not a valid host"))?;
                 parts.headers.insert(header::HOST, v);
@@ -208,7 +206,12 @@ pub fn authority(raw: &[u8]) -> Result<(String, String), Fault> {
         .trim_end_matches(']')
         .to_string();
     let canonical = match port {
-        Some(p) => format!("{host}:{p}"),
+        Some(p) => {
+            let mut c = host;
+            c.push(':');
+            c.push_str(itoa::Buffer::new().format(p));
+            c
+        }
         None => host,
     };
     Ok((canonical, bare))

@@ -66,10 +66,7 @@ pub async fn handle(
     // `Connection` names) go before anything reads the request: a policy
     // must never check or set a header the gateway later drops. So do the
     // forwarding headers of a client that is not a trusted proxy.
-    headers::remove_hop_by_hop(&mut parts.headers);
-    if !conn.trusted_forwarder {
-        headers::remove_forwarding(&mut parts.headers);
-    }
+    headers::remove_on_arrival(&mut parts.headers, !conn.trusted_forwarder);
     // One path and one host for routing, policies and the upstream; HTTP/2
     // requests get a `host` header from `:authority`, so policies see the
     // same request whichever protocol the client spoke.
