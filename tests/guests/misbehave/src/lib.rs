@@ -163,9 +163,11 @@ impl Policy for Misbehave {
                 Decision::edit(vec![HeaderEdit::set("x-held", held.len().to_string())])
             }
             Some("slow-expr") => {
+                // 250³ inner steps, each formatting a number: seconds of
+                // work, far past the deadline of the tests that use it.
                 let n = 250;
                 let src = format!(
-                    "{}.map(x, {}.map(y, {}.all(z, z > 0)))",
+                    "{}.map(x, {}.map(y, {}.all(z, string(z * x * y).size() > 0)))",
                     list(n),
                     list(n),
                     list(n)
