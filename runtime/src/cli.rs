@@ -17,11 +17,15 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the gateway. Without -c, runs the embedded quickstart config.
+    /// Run the gateway. Without a config file, runs the embedded quickstart
+    /// config.
     Run {
         /// The config file.
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// The config file (the same as -c FILE).
+        #[arg(value_name = "FILE", conflicts_with = "config")]
+        file: Option<PathBuf>,
         /// Worker threads, each with its own event loop and sockets.
         /// Default: one per CPU.
         #[arg(long)]
@@ -45,12 +49,40 @@ pub enum Command {
         /// The config file. Without it, checks the embedded quickstart.
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// The config file (the same as -c FILE).
+        #[arg(value_name = "FILE", conflicts_with = "config")]
+        file: Option<PathBuf>,
     },
 }
 
+/// The log filter from `GATEHOUSE_LOG` (default `info`). A bare level
+/// applies to Gatehouse's own lines; other crates (wasmtime, cranelift,
+/// hyper, rustls) stay at `warn` unless named (`GATEHOUSE_LOG=debug,hyper=debug`).
+pub fn log_filter(spec: Option<&str>) -> String {
+    let mut out = vec!["warn".to_string()];
+    for d in spec.unwrap_or("info").split(',').map(str::trim) {
+        if d.is_empty() {
+            continue;
+        }
+        if d.contains('=') || d.contains('[') {
+            out.push(d.to_string());
+        } else {
+            out.push(format!("gatehouse={d}"));
+        }
+    }
+    if out.len() == 1 {
+        out.push("gatehouse=info".into());
+    }
+    out.join(",")
+}
+
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let spec = std::env::var("GATEHOUSE_LOG").ok();
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(spec.as_deref()))
+        .unwrap_or_else(|e| {
+            eprintln!("warning: GATEHOUSE_LOG: {e}; logging at info");
+            tracing_subscriber::EnvFilter::new(log_filter(None))
+        });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -63,9 +95,13 @@ fn init_logging() {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(config),
+        Command::Check { config, file } => check(config.or(file)),
         Command::NewPolicy { name, dir, sdk } => new_policy(&name, &dir, sdk),
-        Command::Run { config, workers } => run(config, workers),
+        Command::Run {
+            config,
+            file,
+            workers,
+        } => run(config.or(file), workers),
     }
 }
 
@@ -73,6 +109,9 @@ fn check(config: Option<PathBuf>) -> ExitCode {
     init_logging();
     match crate::gateway::check(config.as_deref()) {
         Ok(snapshot) => {
+            for w in &snapshot.warnings {
+                eprintln!("warning: {w}");
+            }
             println!("{}: ok", snapshot.source.file);
             for (api, op, [inbound, outbound, on_error]) in snapshot.effective_chains() {
                 let scope = match op {
@@ -87,7 +126,7 @@ fn check(config: Option<PathBuf>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            print_problems(&errors, "found");
+            print_problems(&errors, "", "found");
             ExitCode::FAILURE
         }
     }
@@ -114,13 +153,13 @@ fn new_policy(name: &str, dir: &std::path::Path, sdk: Option<PathBuf>) -> ExitCo
     }
 }
 
-/// Prints every problem, then `N problem(s) <what>`.
-fn print_problems(errors: &crate::config::ConfigErrors, what: &str) {
+/// Prints every problem, then `<lead>N problem(s) <what>`.
+fn print_problems(errors: &crate::config::ConfigErrors, lead: &str, what: &str) {
     for e in &errors.0 {
         eprintln!("error: {e}");
     }
     let n = errors.0.len();
-    eprintln!("{n} problem{} {what}", if n == 1 { "" } else { "s" });
+    eprintln!("{lead}{n} problem{} {what}", if n == 1 { "" } else { "s" });
 }
 
 fn show(v: &[String]) -> String {
@@ -141,7 +180,7 @@ fn run(config: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
     let gw = match crate::gateway::Gateway::start(config.as_deref(), opts) {
         Ok(g) => g,
         Err(crate::gateway::StartError::Config(errors)) => {
-            print_problems(&errors, "in the config; not started");
+            print_problems(&errors, "not started: ", "in the config");
             return ExitCode::FAILURE;
         }
         Err(crate::gateway::StartError::Io(e)) => {
@@ -201,5 +240,25 @@ async fn wait_for_stop() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn bare_levels_are_gatehouse_s_and_named_crates_keep_theirs() {
+        assert_eq!(log_filter(None), "warn,gatehouse=info");
+        assert_eq!(log_filter(Some("debug")), "warn,gatehouse=debug");
+        assert_eq!(
+            log_filter(Some("debug,hyper=trace")),
+            "warn,gatehouse=debug,hyper=trace"
+        );
+        assert_eq!(
+            log_filter(Some("warn,gatehouse::access=info")),
+            "warn,gatehouse=warn,gatehouse::access=info"
+        );
+        assert_eq!(log_filter(Some("")), "warn,gatehouse=info");
     }
 }

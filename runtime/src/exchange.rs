@@ -35,6 +35,11 @@ pub struct ConnInfo {
     pub trusted_forwarder: bool,
     /// TLS details; `None` on plain HTTP.
     pub tls: Option<TlsInfo>,
+    /// Set when a response goes out before the request body was all read:
+    /// when the connection closes it first reads (and drops) what the
+    /// client still sends, for a while, so the client gets to read the
+    /// response instead of a reset.
+    pub linger: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The TLS side of a connection.
@@ -76,6 +81,7 @@ impl ConnInfo {
             listener,
             trusted_forwarder: false,
             tls,
+            linger: Arc::default(),
         }
     }
 

@@ -283,3 +283,294 @@ fn new_policy_scaffold_tests_builds_and_loads() {
     assert!(stdout.contains("inbound:  tenant-guard"), "{stdout}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Waits until something accepts on `port` (30 s at most).
+fn wait_listening(port: u16, child: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the gateway exited: {status}");
+        }
+        assert!(Instant::now() < deadline, "the gateway did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops a child with SIGTERM and returns its stderr.
+fn stop(mut child: std::process::Child) -> String {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    err
+}
+
+/// `gatehouse check FILE` and `gatehouse run FILE` take the file without
+/// `-c`; a config that does not load says `not started: N problems in the
+/// config`, as CONFIG.md has it.
+#[test]
+fn the_config_file_may_be_given_without_c() {
+    let dir = temp_dir("positional");
+    let cfg = dir.join("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        "listeners: [{name: a, address: \"127.0.0.1:0\"}]\nupstreams: {app: {url: \"builtin:echo\"}}\napis: [{name: x, path: /, upstream: app}]\n",
+    )
+    .unwrap();
+    let stdout = check_ok(&[cfg.as_os_str()]);
+    assert!(
+        stdout.contains(&format!("{}: ok", cfg.display())),
+        "{stdout}"
+    );
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "listeners: [{name: a, address: \"127.0.0.1:0\"}]\napis: [{name: x, path: /, upstream: nope}]\n",
+    )
+    .unwrap();
+    let out = gatehouse().arg("run").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.lines().last(),
+        Some("not started: 1 problem in the config"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("apis[0].upstream: unknown upstream `nope`"),
+        "{stderr}"
+    );
+    // -c and a file together are refused.
+    let both = gatehouse()
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(2));
+}
+
+/// A second gateway on the same address fails to start and says why; the
+/// first keeps serving. With `share_address: true` (a zero-downtime
+/// upgrade) the second one starts next to it.
+#[test]
+fn a_second_gateway_on_the_same_address_is_refused_unless_shared() {
+    let dir = temp_dir("second");
+    let port = free_port();
+    let yaml = |share: bool| {
+        format!(
+            "listeners: [{{name: a, address: \"127.0.0.1:{port}\", share_address: {share}}}]\nupstreams: {{app: {{url: \"builtin:echo\"}}}}\napis: [{{name: x, path: /, upstream: app}}]\n"
+        )
+    };
+    let first_cfg = dir.join("first.yaml");
+    std::fs::write(&first_cfg, yaml(false)).unwrap();
+    let mut first = gatehouse()
+        .args(["run", "--workers", "2", "-c"])
+        .arg(&first_cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_listening(port, &mut first);
+
+    let second = gatehouse()
+        .args(["run", "-c"])
+        .arg(&first_cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "listener `a` cannot bind 127.0.0.1:{port}: another process is listening there"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("share_address: true"), "{stderr}");
+
+    // The first one still answers every request (nothing split off).
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+
+    // Deliberately shared: the second starts too.
+    let shared_cfg = dir.join("shared.yaml");
+    std::fs::write(&shared_cfg, yaml(true)).unwrap();
+    let mut shared = gatehouse()
+        .env("GATEHOUSE_LOG", "info")
+        .args(["run", "-c"])
+        .arg(&shared_cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut log = BufReader::new(shared.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if log.read_line(&mut line).unwrap_or(0) == 0 || line.contains("listening") {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+    assert!(
+        line.contains("listening"),
+        "the shared gateway started: {line}"
+    );
+    assert!(shared.try_wait().unwrap().is_none(), "still running");
+    let _ = shared.kill();
+    let _ = shared.wait();
+    stop(first);
+}
+
+/// A certificate that expires within 30 days loads with a warning; an
+/// expired one is an error (the golden cases in tests/config-errors).
+#[test]
+fn a_certificate_about_to_expire_is_a_warning() {
+    let dir = temp_dir("expiring");
+    let soon = chrono::Utc::now() + chrono::Duration::days(10);
+    let mut params = rcgen::CertificateParams::new(vec!["soon.test".to_string()]).unwrap();
+    use chrono::Datelike;
+    params.not_after = rcgen::date_time_ymd(soon.year(), soon.month() as u8, soon.day() as u8);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("soon.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("soon.key"), key.serialize_pem()).unwrap();
+    let cfg = dir.join("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        "listeners:\n  - name: a\n    address: 127.0.0.1:0\n    tls: {hosts: [{names: [soon.test], certificate: soon.crt, key: soon.key}]}\nupstreams: {app: {url: \"builtin:echo\"}}\napis: [{name: x, path: /, upstream: app}]\n",
+    )
+    .unwrap();
+    let out = gatehouse().arg("check").arg(&cfg).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("listeners[0].tls.hosts[0].certificate: the certificate (CN=rcgen self signed cert)")
+            && stderr.contains("days from now): renew it"),
+        "{stderr}"
+    );
+}
+
+/// The default request log line tells refusals apart (fault code, API,
+/// operation, host, client); `GATEHOUSE_LOG=debug` shows Gatehouse's debug
+/// lines, not wasmtime's; failed TLS handshakes are logged at INFO with the
+/// client and the reason, rate-limited.
+#[test]
+fn log_lines_explain_refusals_and_stay_readable_at_debug() {
+    let dir = temp_dir("logs");
+    let port = free_port();
+    let tls_port = free_port();
+    let mut params = rcgen::CertificateParams::new(vec!["logs.test".to_string()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(2090, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("logs.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("logs.key"), key.serialize_pem()).unwrap();
+    let cfg = dir.join("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listeners:\n  - {{name: plain, address: \"127.0.0.1:{port}\"}}\n  - name: tls\n    address: 127.0.0.1:{tls_port}\n    tls: {{hosts: [{{names: [logs.test], certificate: logs.crt, key: logs.key}}]}}\nupstreams: {{app: {{url: \"builtin:echo\"}}}}\napis:\n  - name: orders\n    path: /orders\n    upstream: app\n    operations:\n      - name: list\n        method: GET\n        path: /orders\n        policies: {{inbound: [{{check-header: {{name: x-tenant}}}}]}}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = gatehouse()
+        .env("GATEHOUSE_LOG", "debug")
+        .args(["run", "--workers", "1"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_listening(port, &mut child);
+    let get = |path: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: shop.test\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        reply
+    };
+    assert!(get("/orders").starts_with("HTTP/1.1 400"));
+    assert!(get("/elsewhere").starts_with("HTTP/1.1 404"));
+    // Not TLS on the TLS port: failed handshakes, more than the log's
+    // budget of lines for one second.
+    for _ in 0..30 {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", tls_port)) {
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+            let mut sink = Vec::new();
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.read_to_end(&mut sink);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let log = stop(child);
+    let refused = log
+        .lines()
+        .find(|l| l.contains("path=\"/orders\""))
+        .unwrap_or_else(|| panic!("no line for /orders:\n{log}"));
+    for want in [
+        "status=400",
+        "fault=\"policy.check-header.missing\"",
+        "api=\"orders\"",
+        "operation=\"list\"",
+        "host=\"shop.test\"",
+        "client=127.0.0.1:",
+    ] {
+        assert!(refused.contains(want), "{want} in {refused}");
+    }
+    let not_found = log
+        .lines()
+        .find(|l| l.contains("path=\"/elsewhere\""))
+        .unwrap_or_else(|| panic!("no line for /elsewhere:\n{log}"));
+    for want in [
+        "status=404",
+        "fault=\"route.not-found\"",
+        "api=\"-\"",
+        "operation=\"-\"",
+    ] {
+        assert!(not_found.contains(want), "{want} in {not_found}");
+    }
+    // Gatehouse's own debug lines are there; wasmtime's and cranelift's
+    // are not.
+    assert!(log.contains(" DEBUG "), "{log}");
+    assert!(!log.contains("ignoring section"), "{log}");
+    assert!(!log.contains("cranelift"), "{log}");
+    let handshakes: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("TLS handshake failed"))
+        .collect();
+    assert!(!handshakes.is_empty(), "{log}");
+    assert!(
+        handshakes.iter().all(|l| l.contains(" INFO ")
+            && l.contains("client=127.0.0.1:")
+            && l.contains("reason=")),
+        "{handshakes:?}"
+    );
+    assert!(
+        handshakes.len() <= 20,
+        "at most 10 lines a second: {}",
+        handshakes.len()
+    );
+}

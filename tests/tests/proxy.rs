@@ -209,10 +209,10 @@ apis:
     let r = client.get("/bad", &[]).await;
     let fault = r.assert_fault(502, "upstream.tls");
     assert!(
-        fault["detail"]
-            .as_str()
-            .unwrap()
-            .contains("TLS handshake with upstream `untrusted` failed"),
+        fault["detail"].as_str().unwrap().contains(&format!(
+            "TLS handshake with upstream `untrusted` at {} failed",
+            up.addr
+        )),
         "{fault}"
     );
 }
@@ -395,6 +395,35 @@ apis:
     );
 }
 
+/// A listener that never accepts, with its accept queue filled: a connect
+/// to it hangs. Returns its address and what must stay alive.
+fn full_backlog_listener() -> (
+    std::net::SocketAddr,
+    socket2::Socket,
+    Vec<std::net::TcpStream>,
+) {
+    use socket2::{Domain, Socket, Type};
+    let l = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    l.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    // Backlog 0: the queue holds one connection; SYNs past it are dropped.
+    l.listen(0).unwrap();
+    let addr = l.local_addr().unwrap().as_socket().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+    }
+    (addr, l, held)
+}
+
 #[tokio::test]
 async fn upstream_failures_are_502_and_504() {
     // A port with nothing listening.
@@ -409,6 +438,10 @@ async fn upstream_failures_are_502_and_504() {
         })
     });
     let slow = upstream::start(slow).await;
+    // A listener whose accept queue is full: the kernel drops further
+    // SYNs, so a connect neither succeeds nor is refused (a blackhole on
+    // loopback).
+    let (blackhole, _listener, _held) = full_backlog_listener();
     let dir = TempDir::new("502");
     let yaml = format!(
         r#"
@@ -416,9 +449,11 @@ listeners: [{{name: plain, address: "127.0.0.1:0"}}]
 upstreams:
   down: {{url: "http://{closed}", connect_timeout_ms: 500}}
   slow: {{url: "http://{slow}", request_timeout_ms: 300}}
+  hole: {{url: "http://{blackhole}", connect_timeout_ms: 300, request_timeout_ms: 5000}}
 apis:
   - {{name: down, path: /down, upstream: down}}
   - {{name: slow, path: /slow, upstream: slow}}
+  - {{name: hole, path: /hole, upstream: hole}}
 "#,
         slow = slow.addr
     );
@@ -432,9 +467,22 @@ apis:
         f["detail"]
             .as_str()
             .unwrap()
-            .contains("cannot connect to upstream `down`"),
+            .contains(&format!("cannot connect to upstream `down` at {closed}")),
         "{f}"
     );
+    let started = std::time::Instant::now();
+    let f = c
+        .get("/hole", &[])
+        .await
+        .assert_fault(502, "upstream.unreachable");
+    assert!(
+        f["detail"].as_str().unwrap().contains(&format!(
+            "cannot connect to upstream `hole` at {blackhole}: no connection within 300 ms"
+        )),
+        "{f}"
+    );
+    // The connect timeout fired, not the 5 s request timeout.
+    assert!(started.elapsed() < Duration::from_secs(4), "{f}");
     let f = c
         .get("/slow", &[])
         .await

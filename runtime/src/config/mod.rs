@@ -194,6 +194,7 @@ pub fn parse(text: &str, source: &Source) -> Result<Config, ConfigError> {
                 None => break,
             }
         }
+        message.push_str(&yaml_hint(&message, text, location));
         ConfigError {
             file: source.file.clone(),
             location,
@@ -201,4 +202,69 @@ pub fn parse(text: &str, source: &Source) -> Result<Config, ConfigError> {
             message,
         }
     })
+}
+
+/// `" (did you mean `x`?)"` when one of `candidates` is a likely typo of
+/// `given`, else nothing.
+pub fn did_you_mean<'a>(given: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    let given_l = given.to_ascii_lowercase();
+    let best = candidates
+        .into_iter()
+        .map(|c| {
+            (
+                strsim::damerau_levenshtein(&given_l, &c.to_ascii_lowercase()),
+                c,
+            )
+        })
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4) && *d < c.len().max(given.len()))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((_, c)) => format!(" (did you mean `{c}`?)"),
+        None => String::new(),
+    }
+}
+
+/// A hint for a YAML or schema error a newcomer is likely to meet, or
+/// nothing.
+fn yaml_hint(message: &str, text: &str, location: Option<(usize, usize)>) -> String {
+    let line_at = |n: usize| text.lines().nth(n.saturating_sub(1)).unwrap_or("");
+    // `names: [*.api.test]`: `*` starts an alias in YAML.
+    if message.contains("did not find expected alphabetic or numeric character")
+        || message.contains("while scanning an alias")
+        || message.contains("unknown anchor")
+    {
+        let line = location.map(|(l, _)| line_at(l)).unwrap_or("");
+        if line.contains('*') || location.is_none() {
+            return "; `*` at the start of a YAML value begins an alias: quote a wildcard name, \
+                    e.g. \"*.api.test\""
+                .into();
+        }
+    }
+    // `missing field `x`` because `x:` sits at the wrong indentation.
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+    {
+        let found = text.lines().enumerate().find(|(_, l)| {
+            let t = l.trim_start().trim_start_matches("- ").trim_start();
+            t.strip_prefix(field)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        });
+        if let Some((i, l)) = found {
+            let col = l.len() - l.trim_start().len() + 1;
+            return format!(
+                "; `{field}:` is at line {}, column {col}: check its indentation \
+                 (it must line up with the other keys of this entry)",
+                i + 1
+            );
+        }
+    }
+    // `unknown field `x`, expected one of `a`, `b``: name the likely one.
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((given, expected)) = rest.split_once('`') {
+            let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            return did_you_mean(given, candidates);
+        }
+    }
+    String::new()
 }

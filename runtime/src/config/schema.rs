@@ -45,6 +45,12 @@ pub struct Config {
     /// When to reload the config by itself.
     #[serde(default)]
     pub reload: Reload,
+    /// Methods beyond the standard ones (RFC 9110 and WebDAV) that
+    /// operations may name, e.g. `[PURGE]`. Default none: an operation's
+    /// `method` that is neither standard nor listed here is a config error
+    /// (a typo like `PSOT` would otherwise make a real `POST` get 405).
+    #[serde(default)]
+    pub extension_methods: Vec<String>,
 }
 
 /// The admin listener. It never shares a socket with a public listener.
@@ -116,6 +122,14 @@ pub struct Listener {
     /// Default: none (every client's are removed).
     #[serde(default)]
     pub trust_forwarded_from: Vec<String>,
+    /// Whether another process may listen on the same address at the same
+    /// time (`SO_REUSEPORT` across processes), for a zero-downtime binary
+    /// upgrade: the new gateway, started with this on, shares the address
+    /// with the old one until the old one stops. Default `false`: a second
+    /// process on the same address fails to start, saying so (the worker
+    /// threads of one gateway always share its sockets).
+    #[serde(default)]
+    pub share_address: bool,
 }
 
 /// TLS on a listener: one entry per group of host names (chosen by SNI).

@@ -65,6 +65,7 @@ pub fn build(
     ctx: BuildContext<'_>,
 ) -> Result<Snapshot, ConfigErrors> {
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     let mut files = BTreeSet::new();
     if let Some(p) = &source.path {
         files.insert(p.clone());
@@ -115,7 +116,14 @@ pub fn build(
                     files.insert(source.resolve(&h.certificate));
                     files.insert(source.resolve(&h.key));
                 }
-                TlsListener::build(t, source, &format!("{path}.tls"), &mut errors).map(Arc::new)
+                TlsListener::build(
+                    t,
+                    source,
+                    &format!("{path}.tls"),
+                    &mut errors,
+                    &mut warnings,
+                )
+                .map(Arc::new)
             }
             None => None,
         };
@@ -141,6 +149,7 @@ pub fn build(
                 address,
                 tls,
                 trusted,
+                share_address: l.share_address,
             });
         }
     }
@@ -294,8 +303,30 @@ pub fn build(
         watch: config.reload.watch,
         config_view: config_view(source, &named),
         source: source.clone(),
+        warnings,
     })
 }
+
+/// The methods an operation may name without `extension_methods`: RFC
+/// 9110's, `PATCH` (RFC 5789), and WebDAV's (RFC 4918).
+const STANDARD_METHODS: [&str; 16] = [
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "CONNECT",
+    "OPTIONS",
+    "TRACE",
+    "PATCH",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+];
 
 fn build_apis(
     config: &Config,
@@ -305,6 +336,15 @@ fn build_apis(
     global: &Chain,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<ApiRoute<ApiData, OpData>> {
+    for (i, m) in config.extension_methods.iter().enumerate() {
+        if m.is_empty() || http::Method::from_bytes(m.as_bytes()).is_err() {
+            errors.push(ConfigError::new(
+                source,
+                format!("extension_methods[{i}]"),
+                format!("`{m}` is not a method name (letters, digits and !#$%&'*+-.^_`|~)"),
+            ));
+        }
+    }
     let mut apis = Vec::new();
     let mut api_names = HashSet::new();
     let mut api_keys: HashMap<(Vec<String>, String), String> = HashMap::new();
@@ -389,8 +429,26 @@ fn build_apis(
             let method = if o.method == "*" {
                 None
             } else {
-                match http::Method::from_bytes(o.method.to_ascii_uppercase().as_bytes()) {
-                    Ok(m) => Some(m),
+                let upper = o.method.to_ascii_uppercase();
+                let known = STANDARD_METHODS.contains(&upper.as_str())
+                    || config
+                        .extension_methods
+                        .iter()
+                        .any(|m| m.eq_ignore_ascii_case(&upper));
+                match http::Method::from_bytes(upper.as_bytes()) {
+                    Ok(m) if known => Some(m),
+                    Ok(_) => {
+                        errors.push(ConfigError::new(
+                            source,
+                            format!("{op_path}.method"),
+                            format!(
+                                "`{}` is not a standard HTTP method{}; an extension method must be listed in `extension_methods`",
+                                o.method,
+                                crate::config::did_you_mean(&upper, STANDARD_METHODS)
+                            ),
+                        ));
+                        None
+                    }
                     Err(_) => {
                         errors.push(ConfigError::new(
                             source,

@@ -193,6 +193,9 @@ impl Gateway {
             },
         )
         .map_err(StartError::Config)?;
+        for w in &snapshot.warnings {
+            tracing::warn!("{w}");
+        }
         let traces = TraceStore::new(config.admin.as_ref().map_or(256, |a| a.traces_kept));
         let live = Arc::new(Live::new(Arc::new(snapshot), metrics, traces));
         let workers = Workers::start(workers_n)
@@ -213,7 +216,7 @@ impl Gateway {
         let snap = live.load();
         let mut listening = Vec::new();
         for l in &snap.listeners {
-            match workers.listen(&l.name, l.address, &live) {
+            match workers.listen(&l.name, l.address, &live, !l.share_address) {
                 Ok(b) => {
                     tracing::info!(listener = %l.name, address = %b.address, tls = l.tls.is_some(), workers = workers.len(), "listening");
                     listening.push(b);
@@ -382,6 +385,9 @@ fn reload(inner: &Arc<Inner>) -> Result<ReloadReport, ConfigErrors> {
                 generation: previous.generation + 1,
             },
         )?;
+        for w in &next.warnings {
+            tracing::warn!("{w}");
+        }
         Ok::<_, ConfigErrors>((next, source))
     })();
     let (next, source) = match result {
@@ -426,7 +432,12 @@ fn reload(inner: &Arc<Inner>) -> Result<ReloadReport, ConfigErrors> {
             if keep(&l.name, l.address) {
                 continue;
             }
-            match workers.listen(&l.name, l.address, &inner.live) {
+            // An address this gateway already listens on (a listener
+            // renamed by the reload) is shared with itself.
+            let ours = listening
+                .iter()
+                .any(|b| b.address == l.address || b.configured == l.address);
+            match workers.listen(&l.name, l.address, &inner.live, !l.share_address && !ours) {
                 Ok(b) => added.push(b),
                 Err(e) => {
                     for b in added {

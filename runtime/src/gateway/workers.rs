@@ -88,18 +88,34 @@ impl Workers {
     }
 
     /// Binds `address` once per worker and starts each worker's accept loop
-    /// for the listener `name`.
+    /// for the listener `name`. With `exclusive`, binding fails when another
+    /// socket (another process's) already listens on the address.
     ///
     /// # Errors
     ///
     /// The address cannot be bound (the message names the listener and the
-    /// address).
+    /// address, and why).
     pub fn listen(
         &self,
         name: &Arc<str>,
         address: SocketAddr,
         live: &Arc<Live>,
+        exclusive: bool,
     ) -> Result<Listening, String> {
+        if exclusive && address.port() != 0 {
+            probe_exclusive(address).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    format!(
+                        "listener `{name}` cannot bind {address}: another process is listening \
+                         there (a second gateway?). To share the address with another gateway \
+                         on purpose (a zero-downtime upgrade), set `share_address: true` on the \
+                         listener of the one that starts second"
+                    )
+                } else {
+                    format!("listener `{name}` cannot bind {address}: {e}")
+                }
+            })?;
+        }
         let mut addr = address;
         let mut sockets = Vec::with_capacity(self.handles.len());
         for i in 0..self.handles.len() {
@@ -189,6 +205,19 @@ impl Drained {
             }
         }
     }
+}
+
+/// Whether the address is free of listeners: every gateway socket has
+/// `SO_REUSEPORT`, and the kernel lets a socket *without* it bind an address
+/// only when no other socket listens there, whatever their options. The
+/// probe is closed before the worker sockets bind (a second process
+/// starting in that instant is not caught; one starting later is).
+fn probe_exclusive(addr: SocketAddr) -> std::io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Connections of a previous run in TIME_WAIT do not count.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
 }
 
 /// A listening socket with `SO_REUSEPORT`, so each worker thread can have

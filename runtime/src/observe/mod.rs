@@ -9,7 +9,52 @@ pub mod metrics;
 pub mod trace;
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A rate limit for one kind of log line (a failed TLS handshake, say): a
+/// client that keeps failing must not flood the log, and the lines that are
+/// left out are counted into the next one written.
+pub struct LogBudget {
+    second: AtomicU64,
+    used: AtomicU32,
+    suppressed: AtomicU64,
+}
+
+impl LogBudget {
+    /// A budget with nothing used.
+    pub const fn new() -> Self {
+        LogBudget {
+            second: AtomicU64::new(0),
+            used: AtomicU32::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when a line may be written now (`n`: lines left out since
+    /// the last one written), `None` when this second's `per_second` lines
+    /// are used up.
+    pub fn allow(&self, per_second: u32) -> Option<u64> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.second.swap(now, Ordering::AcqRel) != now {
+            self.used.store(0, Ordering::Release);
+        }
+        if self.used.fetch_add(1, Ordering::AcqRel) < per_second {
+            Some(self.suppressed.swap(0, Ordering::AcqRel))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::AcqRel);
+            None
+        }
+    }
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// RFC 3339 UTC with microseconds, e.g. `2026-12-01T22:07:46.123456Z`.
 pub fn rfc3339(t: SystemTime) -> String {

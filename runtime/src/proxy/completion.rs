@@ -66,10 +66,31 @@ pub struct State {
     /// Why the gateway cut the request body off, if it did: 1 too large,
     /// 2 idle.
     req_cut: std::sync::atomic::AtomicU8,
+    /// The request body came in in full.
+    req_done: AtomicBool,
+    /// Whether the request body still flows to the upstream: [`UPLOAD_OPEN`],
+    /// [`UPLOAD_PAUSED`] (the upstream answered before it had it all) or
+    /// [`UPLOAD_ABANDONED`] (that answer was delivered; the rest is
+    /// dropped and the upstream connection closed).
+    upload: std::sync::atomic::AtomicU8,
+    upload_waker: futures_util::task::AtomicWaker,
     resp_bytes: AtomicU64,
     resp_done: AtomicBool,
+    /// The response body failed on its way (the upstream's broke or
+    /// stalled).
+    resp_failed: AtomicBool,
     record: Mutex<Record>,
 }
+
+const UPLOAD_OPEN: u8 = 0;
+const UPLOAD_PAUSED: u8 = 1;
+const UPLOAD_ABANDONED: u8 = 2;
+
+/// The request body was dropped because the upstream answered before it
+/// had read all of it.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream answered before reading the whole request body; the rest is not sent")]
+pub struct UploadAbandoned;
 
 /// The pipeline's side of a request: what it knows so far. Dropping it
 /// (normally, or because the client left while the pipeline waited) hands
@@ -88,6 +109,10 @@ pub struct Flight {
     pub upstream: UpstreamFacts,
     /// Policies that ran and asked for `on-complete`.
     pub completion_steps: Vec<ChainStep>,
+    /// The request has a body (it did not end with its head).
+    pub had_body: bool,
+    /// The client speaks HTTP/1.x (an early answer closes its connection).
+    pub client_h1: bool,
     status: u16,
     fault_code: Option<String>,
 }
@@ -102,8 +127,12 @@ impl Flight {
                 req_bytes: AtomicU64::new(0),
                 req_failed: AtomicBool::new(false),
                 req_cut: std::sync::atomic::AtomicU8::new(0),
+                req_done: AtomicBool::new(false),
+                upload: std::sync::atomic::AtomicU8::new(UPLOAD_OPEN),
+                upload_waker: futures_util::task::AtomicWaker::new(),
                 resp_bytes: AtomicU64::new(0),
                 resp_done: AtomicBool::new(false),
+                resp_failed: AtomicBool::new(false),
                 record: Mutex::new(Record::default()),
             }),
             parked: None,
@@ -111,6 +140,8 @@ impl Flight {
             access: None,
             upstream: UpstreamFacts::default(),
             completion_steps: Vec::new(),
+            had_body: false,
+            client_h1: true,
             status: 0,
             fault_code: None,
         }
@@ -120,6 +151,32 @@ impl Flight {
     /// broke the framing before sending all of it).
     pub fn request_body_failed(&self) -> bool {
         self.state.req_failed.load(Ordering::Relaxed)
+    }
+
+    /// Called when the upstream's response head arrived: if the request
+    /// body of an HTTP/1.x client has not all been read yet, the upstream
+    /// answered early (HTTP/2 streams are full duplex and need nothing of
+    /// this). The body stops flowing to the upstream (the client is not
+    /// read any further), and once the response has been delivered the
+    /// upload is abandoned, which closes the upstream connection. Returns
+    /// whether it was early: the client connection must then close after
+    /// the response (and linger, so the client reads it).
+    pub fn upstream_answered(&self) -> bool {
+        if !self.had_body || !self.client_h1 || self.request_body_done() {
+            return false;
+        }
+        self.state.upload.store(UPLOAD_PAUSED, Ordering::Release);
+        true
+    }
+
+    /// Whether the upstream answered before the request body was sent.
+    pub fn answered_early(&self) -> bool {
+        self.state.upload.load(Ordering::Acquire) != UPLOAD_OPEN
+    }
+
+    /// Whether the request body came in in full.
+    pub fn request_body_done(&self) -> bool {
+        self.state.req_done.load(Ordering::Acquire)
     }
 
     /// Why the gateway cut the request body off, if it did.
@@ -332,6 +389,7 @@ struct Line<'a> {
     request_bytes: u64,
     response_bytes: u64,
     complete: bool,
+    outcome: &'static str,
     duration_us: u64,
     upstream: Option<&'a str>,
     upstream_address: Option<&'a str>,
@@ -393,6 +451,7 @@ impl Line<'_> {
         } else {
             b",\"complete\":false"
         });
+        raw(buf, b",\"outcome\":", Some(self.outcome));
         number(buf, b",\"duration_us\":", Some(self.duration_us));
         text(buf, b",\"upstream\":", self.upstream)?;
         text(buf, b",\"upstream_address\":", self.upstream_address)?;
@@ -423,6 +482,12 @@ impl Drop for State {
         // Complete: the response body went out in full and the request
         // body (if any) came in in full.
         let complete = *self.resp_done.get_mut() && !*self.req_failed.get_mut();
+        let outcome = Outcome::of(
+            rec.status,
+            *self.resp_done.get_mut(),
+            *self.resp_failed.get_mut(),
+            *self.req_failed.get_mut(),
+        );
         let metrics = &self.live.metrics;
 
         let snapshot = rec.snapshot.as_deref();
@@ -438,6 +503,7 @@ impl Drop for State {
                 "request_bytes": request_bytes,
                 "response_bytes": response_bytes,
                 "complete": complete,
+                "outcome": outcome.as_str(),
                 "duration_us": micros(total),
             })
         });
@@ -484,6 +550,7 @@ impl Drop for State {
                 request_bytes,
                 response_bytes,
                 complete,
+                outcome: outcome.as_str(),
                 duration_us: micros(total),
                 upstream: up.name.as_deref(),
                 upstream_address: up.address.as_deref(),
@@ -495,16 +562,25 @@ impl Drop for State {
                 log.write_with(|buf| line.write_json(buf));
             }
             if human {
+                // Enough to tell two refusals apart without a trace: the
+                // fault code (none: the status is the upstream's), where the
+                // request went, and who sent it.
                 tracing::info!(
                     target: "gatehouse::access",
                     request_id = line.request_id,
+                    client = %ex.conn.client,
+                    host = line.host,
                     method = line.method,
                     path = line.path,
                     status = line.status,
+                    fault = line.fault_code.unwrap_or("-"),
+                    api = line.api.unwrap_or("-"),
+                    operation = line.operation.unwrap_or("-"),
+                    upstream = line.upstream.unwrap_or("-"),
+                    outcome = line.outcome,
                     request_bytes,
                     response_bytes,
                     elapsed_us = line.duration_us,
-                    fault = line.fault_code,
                 );
             }
         }
@@ -527,6 +603,48 @@ impl Drop for State {
     }
 }
 
+/// How an exchange ended, for the access log and the trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The response went out in full (and the request body came in).
+    Complete,
+    /// No response head was sent: the client left first.
+    NoResponse,
+    /// The response body broke on the upstream's side (reset, stalled).
+    UpstreamAborted,
+    /// The client stopped taking the response (left, reset the stream, or
+    /// read too slowly) before it was all sent.
+    ClientAborted,
+    /// The response went out, but the request body did not all arrive.
+    RequestAborted,
+}
+
+impl Outcome {
+    fn of(status: u16, resp_done: bool, resp_failed: bool, req_failed: bool) -> Self {
+        if status == 0 {
+            Outcome::NoResponse
+        } else if resp_failed {
+            Outcome::UpstreamAborted
+        } else if !resp_done {
+            Outcome::ClientAborted
+        } else if req_failed {
+            Outcome::RequestAborted
+        } else {
+            Outcome::Complete
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::NoResponse => "no_response",
+            Outcome::UpstreamAborted => "upstream_aborted",
+            Outcome::ClientAborted => "client_aborted",
+            Outcome::RequestAborted => "request_aborted",
+        }
+    }
+}
+
 /// A body whose data bytes are counted into the request's completion
 /// state (request side or response side); on the request side it also
 /// enforces the body size limit and the idle timeout.
@@ -543,6 +661,29 @@ impl<B> Counted<B> {
     fn done(&self) {
         if self.response {
             self.state.resp_done.store(true, Ordering::Relaxed);
+        } else {
+            self.state.req_done.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl<B> Drop for Counted<B> {
+    fn drop(&mut self) {
+        // The response went out (or the client left): an upload paused by
+        // an early answer is abandoned, which ends the upstream exchange.
+        if self.response
+            && self
+                .state
+                .upload
+                .compare_exchange(
+                    UPLOAD_PAUSED,
+                    UPLOAD_ABANDONED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+        {
+            self.state.upload_waker.wake();
         }
     }
 }
@@ -572,6 +713,22 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if !this.response {
+            match this.state.upload.load(Ordering::Acquire) {
+                UPLOAD_OPEN => {}
+                UPLOAD_PAUSED => {
+                    this.state.upload_waker.register(cx.waker());
+                    match this.state.upload.load(Ordering::Acquire) {
+                        UPLOAD_PAUSED => return Poll::Pending,
+                        UPLOAD_ABANDONED => {
+                            return Poll::Ready(Some(Err(Box::new(UploadAbandoned))))
+                        }
+                        _ => {}
+                    }
+                }
+                _ => return Poll::Ready(Some(Err(Box::new(UploadAbandoned)))),
+            }
+        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -598,6 +755,9 @@ where
             Poll::Ready(Some(Err(_))) if !this.response => {
                 this.state.req_failed.store(true, Ordering::Relaxed);
             }
+            Poll::Ready(Some(Err(_))) => {
+                this.state.resp_failed.store(true, Ordering::Relaxed);
+            }
             Poll::Pending => {
                 if let Some(idle) = this.idle {
                     if super::body::idle_fired(&mut this.sleep, idle, cx) {
@@ -606,7 +766,6 @@ where
                 }
                 return Poll::Pending;
             }
-            _ => {}
         }
         polled.map(|f| f.map(|r| r.map_err(Into::into)))
     }
@@ -649,6 +808,7 @@ mod tests {
             request_bytes: 0,
             response_bytes: 1 << 40,
             complete: true,
+            outcome: "complete",
             duration_us: 17,
             upstream: Some("app"),
             upstream_address: Some("127.0.0.1:8080"),
@@ -669,6 +829,7 @@ mod tests {
         assert!(v.get("operation").is_none());
         assert_eq!(v["complete"], true);
         assert_eq!(v["upstream_first_byte_us"], 9);
-        assert_eq!(v.as_object().unwrap().len(), 19);
+        assert_eq!(v["outcome"], "complete");
+        assert_eq!(v.as_object().unwrap().len(), 20);
     }
 }

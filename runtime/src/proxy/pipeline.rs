@@ -55,6 +55,19 @@ pub async fn handle(
     let snapshot = live.load();
     let mut flight = Flight::new(live.clone(), started);
     let (mut parts, body) = req.into_parts();
+    let head = parts.method == http::Method::HEAD;
+    flight.had_body = !http_body::Body::is_end_stream(&body);
+    // A body this small (with its length declared) is most likely in the
+    // connection's buffer already: hyper drains it when the gateway answers
+    // without reading it, and the connection stays open.
+    let small_body = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= 16 * 1024);
+    flight.client_h1 = parts.version < Version::HTTP_2;
+    let conn_linger = conn.linger.clone();
     let limits = &snapshot.limits;
     let body = boxed(flight.count_request(
         body,
@@ -114,7 +127,46 @@ pub async fn handle(
         resp.headers_mut()
             .insert(X_TRACE_ID.clone(), ex.request_id.header());
     }
+    if head {
+        resp = without_body(resp);
+    }
+    // The answer goes out before the client's body was all read (a fault,
+    // a policy's response, or an upstream that answered early): an
+    // HTTP/1.x connection then closes after it, and lingers first, reading
+    // and dropping what the client still sends, so that closing does not
+    // reset the connection under a response the client has not read yet.
+    if flight.had_body && flight.client_h1 && !flight.request_body_done() {
+        conn_linger.store(true, std::sync::atomic::Ordering::Relaxed);
+        if flight.answered_early() || !small_body {
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+    }
     Ok(flight.finish(ex, resp, fault_code))
+}
+
+/// A response to `HEAD`: the head of what `GET` would get, no body. A
+/// response the gateway made (the echo upstream, a policy's response, a
+/// fault) keeps the length of the body it would have had; an upstream's
+/// response to `HEAD` has no body already and keeps its own headers.
+fn without_body(resp: Response<Body>) -> Response<Body> {
+    use http_body::Body as _;
+    let (mut parts, body) = resp.into_parts();
+    let status = parts.status;
+    if let Some(n) = body.size_hint().exact().filter(|n| *n > 0) {
+        if !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+            && status != http::StatusCode::NO_CONTENT
+            && status != http::StatusCode::NOT_MODIFIED
+            && !status.is_informational()
+        {
+            parts
+                .headers
+                .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(n));
+        }
+    }
+    Response::from_parts(parts, super::body::empty())
 }
 
 /// Whether the request asks for a trace with the right key. The header is
@@ -372,8 +424,15 @@ async fn process(
             return fail(chain, ex, f, flight);
         }
     };
+    flight.upstream_answered();
     let (mut rparts, rbody) = resp.into_parts();
     headers::remove_hop_by_hop(&mut rparts.headers);
+    // The gateway answers in its own HTTP version, whatever the upstream
+    // spoke (RFC 9110 §6.2): an HTTP/1.0 upstream must not make the client
+    // connection HTTP/1.0 (and close). Nor does the upstream's reason
+    // phrase travel: the gateway sends the standard one.
+    rparts.version = Version::HTTP_11;
+    rparts.extensions = http::Extensions::new();
     if chain.outbound.is_empty() {
         return (ex, Response::from_parts(rparts, rbody), None);
     }

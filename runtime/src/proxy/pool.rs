@@ -34,6 +34,8 @@ struct Idle {
 /// Why a request to an upstream failed.
 #[derive(Debug)]
 pub enum SendError {
+    /// The upstream's host name did not resolve.
+    Resolve(std::io::Error),
     /// TCP connect failed.
     Connect(std::io::Error),
     /// TCP connect plus TLS handshake took longer than the connect timeout.
@@ -160,6 +162,11 @@ impl Connector {
         &self.pools[crate::worker::index() % self.pools.len()]
     }
 
+    /// The host name or address in the upstream's URL.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// `host:port`.
     pub fn address(&self) -> String {
         if self.host.contains(':') {
@@ -185,11 +192,19 @@ impl Connector {
     async fn connect(&self, timing: &mut SendTiming) -> Result<SendRequest<Body>, SendError> {
         let connecting = async {
             let started = Instant::now();
-            let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            // Resolving apart from connecting tells the two failures apart
+            // (an IP address resolves without a lookup).
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((self.host.as_str(), self.port))
+                    .await
+                    .map_err(SendError::Resolve)?
+                    .collect();
+            let tcp = TcpStream::connect(addrs.as_slice())
                 .await
                 .map_err(SendError::Connect)?;
             timing.connect = Some(started.elapsed());
             let _ = tcp.set_nodelay(true);
+            let tcp = KeepReading::new(tcp);
             match &self.tls {
                 None => handshake(TokioIo::new(tcp)).await,
                 Some((connector, name)) => {
@@ -224,6 +239,108 @@ where
         }
     });
     Ok(sender)
+}
+
+/// An upstream connection that keeps reading after the upstream stopped
+/// reading: once a write fails because the upstream closed or reset its
+/// side (it answered before reading the whole request body, say), later
+/// writes are dropped as if sent, so that hyper still reads the response
+/// the upstream sent before closing instead of failing the exchange with
+/// the write error. An upstream that sent nothing still fails it: the read
+/// side ends too.
+struct KeepReading<S> {
+    inner: S,
+    stopped: bool,
+}
+
+impl<S> KeepReading<S> {
+    fn new(inner: S) -> Self {
+        KeepReading {
+            inner,
+            stopped: false,
+        }
+    }
+
+    fn swallow(&mut self, r: std::io::Result<usize>, len: usize) -> std::io::Result<usize> {
+        match r {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                tracing::debug!(
+                    "the upstream stopped reading ({e}); the rest of the request is dropped"
+                );
+                self.stopped = true;
+                Ok(len)
+            }
+            r => r,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for KeepReading<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for KeepReading<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.stopped {
+            return std::task::Poll::Ready(Ok(buf.len()));
+        }
+        let r = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_write(cx, buf));
+        std::task::Poll::Ready(self.swallow(r, buf.len()))
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if self.stopped {
+            return std::task::Poll::Ready(Ok(len));
+        }
+        let r =
+            std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs));
+        std::task::Poll::Ready(self.swallow(r, len))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.stopped {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        let r = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_flush(cx));
+        std::task::Poll::Ready(self.swallow(r.map(|()| 0), 0).map(|_| ()))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.stopped {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 fn is_replayable(req: &Request<Body>) -> bool {

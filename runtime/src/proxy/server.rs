@@ -28,6 +28,11 @@ use crate::config::Limits;
 use crate::exchange::{ConnInfo, TlsInfo};
 use crate::tls::certinfo::CertInfo;
 
+/// Failed handshakes are logged at INFO with the client and the reason, at
+/// most this many lines a second (the metric counts every one).
+const HANDSHAKE_LINES_PER_SECOND: u32 = 10;
+static HANDSHAKE_LOG: crate::observe::LogBudget = crate::observe::LogBudget::new();
+
 /// Counts a listener's open connections, so that stopping can wait for
 /// them to drain.
 #[derive(Default)]
@@ -163,7 +168,7 @@ async fn connection(
         let mut conn = ConnInfo::new(client, local, name, None);
         conn.trusted_forwarder = trusted;
         let conn = Arc::new(conn);
-        let io = WriteTimeout::new(stream, write_timeout);
+        let io = WriteTimeout::new(stream, write_timeout, conn.linger.clone());
         serve_http(TokioIo::new(io), conn, live, &limits, stop).await;
         return;
     };
@@ -185,12 +190,16 @@ async fn connection(
         Ok(Err(e)) => {
             let reason = crate::tls::failure_reason(&e);
             live.metrics.tls_failure(&name, reason);
-            tracing::debug!(%client, listener = %name, reason, "TLS handshake failed: {e}");
+            if let Some(suppressed) = HANDSHAKE_LOG.allow(HANDSHAKE_LINES_PER_SECOND) {
+                tracing::info!(%client, listener = %name, reason, suppressed, "TLS handshake failed: {e}");
+            }
             return;
         }
         Err(_) => {
             live.metrics.tls_failure(&name, "timeout");
-            tracing::debug!(%client, listener = %name, "TLS handshake timed out");
+            if let Some(suppressed) = HANDSHAKE_LOG.allow(HANDSHAKE_LINES_PER_SECOND) {
+                tracing::info!(%client, listener = %name, reason = "timeout", suppressed, "TLS handshake timed out");
+            }
             return;
         }
     };
@@ -224,7 +233,7 @@ async fn connection(
     let mut conn = ConnInfo::new(client, local, name, Some(info));
     conn.trusted_forwarder = trusted;
     let conn = Arc::new(conn);
-    let io = WriteTimeout::new(stream, write_timeout);
+    let io = WriteTimeout::new(stream, write_timeout, conn.linger.clone());
     serve_http(TokioIo::new(io), conn, live, &limits, stop).await;
 }
 
@@ -371,22 +380,41 @@ impl Activity {
     }
 }
 
+/// How long a closing connection that answered before reading its
+/// request body keeps reading (and dropping) what the client still sends,
+/// at most; and how much of it.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: u64 = 16 << 20;
+
 /// A client connection whose writes may not wait forever: a write (or
 /// flush) that stays pending for `limit` fails with `TimedOut`, and hyper
 /// closes the connection. A client that stops reading can hold the
 /// gateway's buffers and a task only that long.
+///
+/// It also lingers on close when `linger` is set (a response went out
+/// before the request body was all read): after the gateway's side is shut
+/// down it reads and drops what the client still sends, until the client
+/// closes, for at most [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing a
+/// socket with unread data resets the connection, and a reset can destroy
+/// the response in the client's receive buffer before the client reads it.
 struct WriteTimeout<S> {
     inner: S,
     limit: Duration,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    linger: Arc<std::sync::atomic::AtomicBool>,
+    shut: bool,
+    lingering: Option<(Pin<Box<tokio::time::Sleep>>, u64)>,
 }
 
 impl<S> WriteTimeout<S> {
-    fn new(inner: S, limit: Duration) -> Self {
+    fn new(inner: S, limit: Duration, linger: Arc<std::sync::atomic::AtomicBool>) -> Self {
         WriteTimeout {
             inner,
             limit,
             sleep: None,
+            linger,
+            shut: false,
+            lingering: None,
         }
     }
 
@@ -431,7 +459,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -460,6 +488,37 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        use std::future::Future as _;
+        let this = &mut *self;
+        if !this.shut {
+            std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            this.shut = true;
+        }
+        if !this.linger.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        let (deadline, read) = this
+            .lingering
+            .get_or_insert_with(|| (Box::pin(tokio::time::sleep(LINGER_TIME)), 0));
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        let mut scratch = [0u8; 8192];
+        // A bounded number of reads per poll, so a fast sender cannot keep
+        // the worker here.
+        for _ in 0..8 {
+            if *read >= LINGER_BYTES {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => *read += buf.filled().len() as u64,
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }

@@ -95,6 +95,9 @@ pub struct ListenerEntry {
     pub tls: Option<Arc<TlsListener>>,
     /// Trusted proxies' networks (`trust_forwarded_from`).
     pub trusted: Vec<ipnet::IpNet>,
+    /// Whether another process may bind the same address
+    /// (`share_address`).
+    pub share_address: bool,
 }
 
 impl ListenerEntry {
@@ -118,6 +121,9 @@ pub struct AdminSettings {
 pub struct Snapshot {
     /// 1 for the config the gateway started with, +1 per applied reload.
     pub generation: u64,
+    /// What is not wrong yet but will be (a certificate about to expire):
+    /// printed by `check`, logged at start and reload.
+    pub warnings: Vec<crate::config::ConfigError>,
     /// The routing table.
     pub router: Router<ApiData, OpData>,
     /// The global chain (for requests no API takes).

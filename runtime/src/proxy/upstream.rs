@@ -163,6 +163,14 @@ impl Upstream {
             ));
             return None;
         }
+        if let Err(why) = check_port(authority.as_str()) {
+            errors.push(ConfigError::new(
+                source,
+                format!("{path}.url"),
+                format!("`{}`: {why}", c.url),
+            ));
+            return None;
+        }
         let base_path = uri.path().trim_end_matches('/').to_string();
 
         let host = uri
@@ -339,27 +347,51 @@ impl Upstream {
         }
     }
 
+    /// The host name or address in the upstream's URL.
+    fn host(&self) -> &str {
+        match &self.target {
+            Target::Http { connector, .. } => connector.host(),
+            Target::Echo => "builtin:echo",
+        }
+    }
+
     fn explain(&self, e: &SendError) -> Fault {
         match e {
             SendError::Tls(io) => {
+                let at = &self.address;
                 let why = match find_rustls_error(io) {
                     Some(r) => explain_tls(r, &self.name),
                     None => io.to_string(),
                 };
                 Fault::bad_gateway(
                     codes::UPSTREAM_TLS,
-                    format!("TLS handshake with upstream `{}` failed: {why}", self.name),
+                    format!(
+                        "TLS handshake with upstream `{}` at {at} failed: {why}",
+                        self.name
+                    ),
                 )
             }
+            SendError::Resolve(io) => Fault::bad_gateway(
+                codes::UPSTREAM_UNREACHABLE,
+                format!(
+                    "cannot resolve the host `{}` of upstream `{}`: {io}",
+                    self.host(),
+                    self.name
+                ),
+            ),
             SendError::Connect(io) => Fault::bad_gateway(
                 codes::UPSTREAM_UNREACHABLE,
-                format!("cannot connect to upstream `{}`: {io}", self.name),
+                format!(
+                    "cannot connect to upstream `{}` at {}: {io}",
+                    self.name, self.address
+                ),
             ),
             SendError::ConnectTimeout(d) => Fault::bad_gateway(
                 codes::UPSTREAM_UNREACHABLE,
                 format!(
-                    "cannot connect to upstream `{}`: no connection within {} ms",
+                    "cannot connect to upstream `{}` at {}: no connection within {} ms",
                     self.name,
+                    self.address,
                     d.as_millis()
                 ),
             ),
@@ -373,10 +405,36 @@ impl Upstream {
                 }
                 Fault::bad_gateway(
                     codes::UPSTREAM_UNREACHABLE,
-                    format!("upstream `{}` failed: {detail}", self.name),
+                    format!(
+                        "upstream `{}` at {} failed: {detail}",
+                        self.name, self.address
+                    ),
                 )
             }
         }
+    }
+}
+
+/// Checks the port of a URL's authority: absent, or a decimal number from
+/// 1 to 65535. (`http::Uri` takes `host:80x` or `host:` and reads no port,
+/// which would silently mean port 80.)
+fn check_port(authority: &str) -> Result<(), String> {
+    let after_host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or("", |(_, after)| after),
+        None => authority.rfind(':').map_or("", |i| &authority[i..]),
+    };
+    let Some(port) = after_host.strip_prefix(':') else {
+        return Ok(());
+    };
+    if port.is_empty() {
+        return Err("the URL has a `:` but no port after it".into());
+    }
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("the port `{port}` is not a number"));
+    }
+    match port.parse::<u32>() {
+        Ok(n) if (1..=65535).contains(&n) => Ok(()),
+        _ => Err(format!("the port `{port}` is not between 1 and 65535")),
     }
 }
 

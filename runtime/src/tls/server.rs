@@ -36,6 +36,7 @@ impl TlsListener {
         source: &Source,
         path: &str,
         errors: &mut Vec<ConfigError>,
+        warnings: &mut Vec<ConfigError>,
     ) -> Option<Self> {
         if tls.hosts.is_empty() {
             errors.push(ConfigError::new(
@@ -72,6 +73,14 @@ impl TlsListener {
             let (Some(certs), Some(key)) = (certs, key) else {
                 continue;
             };
+            check_validity(
+                &certs,
+                &source.resolve(&h.certificate),
+                source,
+                &format!("{hp}.certificate"),
+                errors,
+                warnings,
+            );
             let builder = match ServerConfig::builder_with_provider(super::provider())
                 .with_safe_default_protocol_versions()
             {
@@ -158,5 +167,76 @@ impl TlsListener {
                 .iter()
                 .enumerate()
                 .any(|(i, h)| i != index && h.names.iter().any(|p| name_matches(p, host)))
+    }
+}
+
+/// A certificate this close to its end gets a warning at load.
+const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// Checks the validity period of every certificate of a served chain: one
+/// that has expired, or is not valid yet, is an error (clients would refuse
+/// every handshake); one that expires within [`EXPIRY_WARNING_DAYS`] days is
+/// a warning.
+fn check_validity(
+    certs: &[rustls::pki_types::CertificateDer<'static>],
+    file: &std::path::Path,
+    source: &Source,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let day = |t: i64| {
+        chrono::DateTime::from_timestamp(t, 0).map_or_else(
+            || t.to_string(),
+            |d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        )
+    };
+    for (i, der) in certs.iter().enumerate() {
+        // A chain that does not parse is reported when it is used.
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+            continue;
+        };
+        let which = if i == 0 {
+            format!("the certificate ({})", cert.subject())
+        } else {
+            format!("certificate {} of the chain ({})", i + 1, cert.subject())
+        };
+        let v = cert.validity();
+        let (from, until) = (v.not_before.timestamp(), v.not_after.timestamp());
+        if until < now {
+            errors.push(ConfigError::new(
+                source,
+                path,
+                format!(
+                    "{which} in {} expired on {}; clients refuse it: renew it",
+                    file.display(),
+                    day(until)
+                ),
+            ));
+        } else if from > now {
+            errors.push(ConfigError::new(
+                source,
+                path,
+                format!(
+                    "{which} in {} is not valid until {}; clients refuse it until then (is the clock right?)",
+                    file.display(),
+                    day(from)
+                ),
+            ));
+        } else if until - now < EXPIRY_WARNING_DAYS * 86_400 {
+            warnings.push(ConfigError::new(
+                source,
+                path,
+                format!(
+                    "{which} in {} expires on {} ({} days from now): renew it",
+                    file.display(),
+                    day(until),
+                    (until - now) / 86_400
+                ),
+            ));
+        }
     }
 }

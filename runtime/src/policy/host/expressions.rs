@@ -82,6 +82,7 @@ pub fn compile(source: &str) -> Result<Compiled, String> {
         ));
     }
     let program = env().compile(source).map_err(|e| e.to_string())?;
+    check_names(program.expression(), &mut Vec::new())?;
     let refs = program.references();
     let uses = Uses {
         request: refs.has_variable("request"),
@@ -96,6 +97,133 @@ pub fn compile(source: &str) -> Result<Compiled, String> {
         source: source.to_string(),
         uses,
     })
+}
+
+/// The variables an expression may read, and their fields (`None`: a map
+/// with keys of the user's choosing).
+const VARIABLES: [(&str, Option<&[&str]>); 6] = [
+    (
+        "request",
+        Some(&[
+            "method", "scheme", "host", "path", "query", "headers", "ip", "id",
+        ]),
+    ),
+    (
+        "connection",
+        Some(&["client_ip", "client_port", "sni", "alpn", "tls_version"]),
+    ),
+    (
+        "client_cert",
+        Some(&[
+            "subject",
+            "issuer",
+            "common_name",
+            "serial",
+            "thumbprint_sha1",
+            "thumbprint_sha256",
+            "not_before",
+            "not_after",
+            "dns_names",
+            "uris",
+            "ip_addresses",
+            "emails",
+            "verified",
+        ]),
+    ),
+    ("response", Some(&["status", "headers"])),
+    ("vars", None),
+    ("route", Some(&["api", "operation", "params"])),
+];
+
+/// Names CEL itself gives meaning to: type names (`type(x) == string`).
+const CEL_NAMES: [&str; 12] = [
+    "bool",
+    "bytes",
+    "double",
+    "duration",
+    "dyn",
+    "int",
+    "list",
+    "map",
+    "null_type",
+    "string",
+    "timestamp",
+    "uint",
+];
+
+/// Checks, once at compile time, that every name an expression reads
+/// exists: a variable of [`VARIABLES`] (or one a comprehension binds), and
+/// a field the variable has. A typo would otherwise load fine and fail
+/// every request.
+fn check_names(e: &cel::IdedExpr, bound: &mut Vec<String>) -> Result<(), String> {
+    use cel::common::ast::{EntryExpr, Expr};
+    match &e.expr {
+        Expr::Ident(name) => {
+            if bound.iter().any(|b| b == name)
+                || VARIABLES.iter().any(|(v, _)| v == name)
+                || CEL_NAMES.contains(&name.as_str())
+            {
+                return Ok(());
+            }
+            let names: Vec<&str> = VARIABLES.iter().map(|(v, _)| *v).collect();
+            Err(format!(
+                "unknown variable `{name}`{}; the variables are {}",
+                crate::config::did_you_mean(name, names.iter().copied()),
+                names.join(", ")
+            ))
+        }
+        Expr::Select(sel) => {
+            if let Expr::Ident(root) = &sel.operand.expr {
+                if !bound.iter().any(|b| b == root) {
+                    if let Some((_, Some(fields))) = VARIABLES.iter().find(|(v, _)| v == root) {
+                        if !fields.contains(&sel.field.as_str()) {
+                            return Err(format!(
+                                "`{root}` has no field `{}`{}; its fields are {}",
+                                sel.field,
+                                crate::config::did_you_mean(&sel.field, fields.iter().copied()),
+                                fields.join(", ")
+                            ));
+                        }
+                    }
+                }
+            }
+            check_names(&sel.operand, bound)
+        }
+        Expr::Call(call) => {
+            if let Some(t) = &call.target {
+                check_names(t, bound)?;
+            }
+            call.args.iter().try_for_each(|a| check_names(a, bound))
+        }
+        Expr::Comprehension(c) => {
+            check_names(&c.iter_range, bound)?;
+            check_names(&c.accu_init, bound)?;
+            let before = bound.len();
+            bound.push(c.iter_var.clone());
+            if let Some(v) = &c.iter_var2 {
+                bound.push(v.clone());
+            }
+            bound.push(c.accu_var.clone());
+            let r = check_names(&c.loop_cond, bound)
+                .and_then(|()| check_names(&c.loop_step, bound))
+                .and_then(|()| check_names(&c.result, bound));
+            bound.truncate(before);
+            r
+        }
+        Expr::List(l) => l.elements.iter().try_for_each(|x| check_names(x, bound)),
+        Expr::Map(m) => m.entries.iter().try_for_each(|entry| match &entry.expr {
+            EntryExpr::MapEntry(me) => {
+                check_names(&me.key, bound)?;
+                check_names(&me.value, bound)
+            }
+            EntryExpr::StructField(f) => check_names(&f.value, bound),
+        }),
+        Expr::Struct(st) => st.entries.iter().try_for_each(|entry| match &entry.expr {
+            EntryExpr::MapEntry(me) => check_names(&me.value, bound),
+            EntryExpr::StructField(f) => check_names(&f.value, bound),
+        }),
+        Expr::Literal(_) | Expr::Unspecified => Ok(()),
+    }
 }
 
 fn headers_map(h: &HeaderMap) -> Cel {
