@@ -60,12 +60,13 @@ pub async fn handle(
     // A body this small (with its length declared) is most likely in the
     // connection's buffer already: hyper drains it when the gateway answers
     // without reading it, and the connection stays open.
-    let small_body = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n <= 16 * 1024);
+    let small_body = flight.had_body
+        && parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n <= 16 * 1024);
     flight.client_h1 = parts.version < Version::HTTP_2;
     let conn_linger = conn.linger.clone();
     let limits = &snapshot.limits;
