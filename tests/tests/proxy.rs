@@ -22,6 +22,7 @@ listeners:
   - name: tls
     address: 127.0.0.1:0
     tls:
+      default_host: test.com
       hosts:
         - names: [test.com, "*.test.com"]
           certificate: server.crt
@@ -165,8 +166,9 @@ async fn sni_selects_the_host_certificate() {
         .get("/", &[])
         .await;
     assert_eq!(r.status, 200);
-    // A client that connects by IP address sends no SNI: it gets the first
-    // host, and a Host that no TLS host names is left to routing (no 421).
+    // A client that connects by IP address sends no SNI: it gets the
+    // default host, and a Host that no TLS host names is left to routing
+    // (no 421).
     let r = Client::tls(gw.addr("tls"), pki.roots(), "127.0.0.1", false)
         .get("/", &[])
         .await;

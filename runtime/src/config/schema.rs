@@ -136,10 +136,22 @@ pub struct Listener {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
-    /// The hosts served; the first whose names match the SNI is used, and
-    /// the first host is the default when the client sends no SNI or an
-    /// SNI that no host names.
+    /// The hosts served. The SNI picks one: an exact name first, whatever
+    /// the order of the entries, then a wildcard, then `default_host`.
     pub hosts: Vec<TlsHost>,
+    /// A name listed in one entry's `names`: that entry serves handshakes
+    /// with no SNI or an SNI no entry names. Without it such handshakes are
+    /// refused with the `unrecognized_name` alert.
+    #[serde(default)]
+    pub default_host: Option<String>,
+    /// The lowest TLS version accepted: `"1.2"` (default) or `"1.3"`.
+    #[serde(default)]
+    pub min_version: Option<String>,
+    /// The cipher suites offered, by their IANA names (e.g.
+    /// `TLS13_AES_128_GCM_SHA256`, `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`),
+    /// in order of preference. Default: rustls' safe set.
+    #[serde(default)]
+    pub cipher_suites: Option<Vec<String>>,
 }
 
 /// Certificates for a group of host names.
@@ -155,6 +167,62 @@ pub struct TlsHost {
     /// ALPN protocols offered, in preference order. Default `[h2, http/1.1]`.
     #[serde(default)]
     pub alpn: Option<Vec<String>>,
+    /// Whether (and how) the host asks clients for a certificate. Default:
+    /// it does not.
+    #[serde(default)]
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+/// Client certificates on one TLS host.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificate {
+    /// `off`, `optional` or `required`.
+    pub mode: ClientCertMode,
+    /// PEM bundle of the root (and intermediate) CAs client certificates
+    /// are verified against. Required unless `mode` is `off`.
+    #[serde(default)]
+    pub truststore: Option<PathBuf>,
+    /// Certificate revocation lists (PEM or DER files).
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// What a CRL past its next update means: `refuse` (default: a client
+    /// certificate it covers is refused) or `accept` (it is used as it is,
+    /// and a warning is logged at load).
+    #[serde(default)]
+    pub stale_crl: StaleCrl,
+    /// The longest chain accepted, counting the client's certificate, its
+    /// intermediates and the root. Default 4.
+    #[serde(default = "default_chain_depth")]
+    pub max_chain_depth: usize,
+}
+
+fn default_chain_depth() -> usize {
+    4
+}
+
+/// Whether a TLS host asks for client certificates.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertMode {
+    /// Never asks.
+    Off,
+    /// Asks; a request without a certificate, or with one that does not
+    /// verify, goes on to the policies (marked unverified, with why).
+    Optional,
+    /// Asks; the handshake fails without a certificate that verifies.
+    Required,
+}
+
+/// What a CRL past its next update means.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StaleCrl {
+    /// Certificates it covers are refused.
+    #[default]
+    Refuse,
+    /// It is used anyway.
+    Accept,
 }
 
 /// An upstream service.

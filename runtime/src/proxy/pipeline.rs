@@ -194,7 +194,36 @@ fn start_trace(live: &Live, ex: &mut Exchange, host: &str, secrets: &crate::conf
     let c = &ex.conn;
     if let Some(t) = &c.tls {
         let entry = t.table.hosts.get(t.host_index);
+        let auth = entry.and_then(|e| e.client_auth.as_deref());
         ex.trace("tls", || {
+            // In the words an operator searches for: was a certificate
+            // asked for (and why not), was one received, did it verify.
+            let (mode, requested) = match auth.map(|a| a.mode) {
+                Some(crate::config::ClientCertMode::Required) => ("required", true),
+                Some(crate::config::ClientCertMode::Optional) => ("optional", true),
+                _ => ("off", false),
+            };
+            let client_certificate = match &t.client_cert {
+                None if !requested => json!({
+                    "requested": false,
+                    "why": "the host's client_certificate mode is off: the handshake did not ask for a certificate, so no client sends one",
+                }),
+                None => json!({
+                    "requested": true,
+                    "received": false,
+                    "why": "the client sent no certificate",
+                }),
+                Some(c) => json!({
+                    "requested": requested,
+                    "received": true,
+                    "subject": c.subject,
+                    "issuer": c.issuer,
+                    "sha256": c.thumbprint_sha256,
+                    "verified": c.verified,
+                    "verify_error": c.verify_error,
+                    "truststore": auth.map(|a| a.truststore.as_str()),
+                }),
+            };
             json!({
                 "sni": t.sni,
                 "version": t.version,
@@ -202,13 +231,8 @@ fn start_trace(live: &Live, ex: &mut Exchange, host: &str, secrets: &crate::conf
                 "host_entry": t.host_index,
                 "host_names": entry.map(|e| e.names.clone()),
                 "handshake_us": t.handshake_us,
-                "client_certificate": t.client_cert.as_ref().map(|c| json!({
-                    "subject": c.subject,
-                    "issuer": c.issuer,
-                    "sha256": c.thumbprint_sha256,
-                    "verified": c.verified,
-                    "verify_error": c.verify_error,
-                })),
+                "client_certificate_mode": mode,
+                "client_certificate": client_certificate,
             })
         });
     }

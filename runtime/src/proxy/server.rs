@@ -21,12 +21,47 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
-use tokio_rustls::LazyConfigAcceptor;
 
 use super::snapshot::Live;
 use crate::config::Limits;
 use crate::exchange::{ConnInfo, TlsInfo};
 use crate::tls::certinfo::CertInfo;
+
+/// Reads a connection's ClientHello (and nothing more). A malformed one is
+/// answered with the alert rustls chooses.
+async fn read_client_hello(stream: &mut TcpStream) -> std::io::Result<rustls::server::Accepted> {
+    use tokio::io::AsyncWriteExt;
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        stream.readable().await?;
+        let n = match stream.try_read(&mut buf) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        let mut data = &buf[..n];
+        while !data.is_empty() {
+            if acceptor.read_tls(&mut data)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the ClientHello is too large",
+                ));
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => return Ok(accepted),
+            Ok(None) => {}
+            Err((e, mut alert)) => {
+                let mut out = Vec::new();
+                let _ = alert.write_all(&mut out);
+                let _ = stream.write_all(&out).await;
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+            }
+        }
+    }
+}
 
 /// Failed handshakes are logged at INFO with the client and the reason, at
 /// most this many lines a second (the metric counts every one).
@@ -176,12 +211,27 @@ async fn connection(
     let handshake = Duration::from_millis(limits.tls_handshake_timeout_ms.max(1));
     let started = Instant::now();
     let accepted = tokio::time::timeout(handshake, async {
-        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
-        let hello = start.client_hello();
+        let mut stream = stream;
+        let accepted = read_client_hello(&mut stream).await?;
+        let hello = accepted.client_hello();
         let sni = hello.server_name().map(str::to_string);
-        let (host_index, host) = table.select(&hello);
+        let Some((host_index, host)) = table.select(&hello) else {
+            // No entry names the SNI and there is no default host: the
+            // `unrecognized_name` alert (RFC 6066), as a plaintext fatal
+            // alert record, before any handshake message of ours.
+            use tokio::io::AsyncWriteExt;
+            let _ = stream
+                .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112])
+                .await;
+            let _ = stream.shutdown().await;
+            return Err(std::io::Error::other(crate::tls::server::UnrecognizedName(
+                sni,
+            )));
+        };
         let config = host.config.clone();
-        let stream = start.into_stream(config).await?;
+        let stream = tokio_rustls::StartHandshake::from_parts(accepted, stream)
+            .into_stream(config)
+            .await?;
         Ok::<_, std::io::Error>((stream, sni, host_index))
     })
     .await;
@@ -217,9 +267,20 @@ async fn connection(
         .peer_certificates()
         .map(|c| c.to_vec())
         .unwrap_or_default();
-    let client_cert = client_chain
-        .first()
-        .and_then(|leaf| CertInfo::parse(leaf.as_ref(), true, None).ok());
+    // `required` hosts verified the chain in the handshake; `optional`
+    // ones verify it now, once, and requests go on either way.
+    let client_auth = table
+        .hosts
+        .get(host_index)
+        .and_then(|h| h.client_auth.clone());
+    let client_cert = client_chain.first().and_then(|leaf| {
+        let error = match &client_auth {
+            Some(a) if a.mode == crate::config::ClientCertMode::Optional => a.check(&client_chain),
+            Some(_) => None,
+            None => Some("the host does not ask for client certificates".to_string()),
+        };
+        CertInfo::parse(leaf.as_ref(), error.is_none(), error).ok()
+    });
     let info = TlsInfo {
         sni,
         alpn,

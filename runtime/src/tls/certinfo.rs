@@ -57,8 +57,8 @@ impl CertInfo {
         let (_, cert) = X509Certificate::from_der(der)
             .map_err(|e| format!("cannot parse the certificate: {e}"))?;
         let mut info = CertInfo {
-            subject: cert.subject().to_string(),
-            issuer: cert.issuer().to_string(),
+            subject: rfc4514(cert.subject()),
+            issuer: rfc4514(cert.issuer()),
             common_name: cert
                 .subject()
                 .iter_common_name()
@@ -100,9 +100,132 @@ impl CertInfo {
     }
 }
 
+/// A distinguished name as an RFC 4514 string: the most specific RDN
+/// first, attributes of one RDN joined by `+`, and every special character
+/// of a value escaped — so a CN of `evil, O=Bank` reads `CN=evil\, O=Bank`
+/// and cannot pass for a second RDN. A value that is not a string is
+/// written as `#` and the hex of its DER.
+pub fn rfc4514(name: &X509Name<'_>) -> String {
+    let rdns: Vec<String> = name
+        .iter_rdn()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|atv| {
+                    let oid = atv.attr_type().to_id_string();
+                    let key = match oid.as_str() {
+                        "2.5.4.3" => "CN",
+                        "2.5.4.7" => "L",
+                        "2.5.4.8" => "ST",
+                        "2.5.4.10" => "O",
+                        "2.5.4.11" => "OU",
+                        "2.5.4.6" => "C",
+                        "2.5.4.9" => "STREET",
+                        "0.9.2342.19200300.100.1.25" => "DC",
+                        "0.9.2342.19200300.100.1.1" => "UID",
+                        other => other,
+                    }
+                    .to_string();
+                    let value = match atv.as_str() {
+                        Ok(v) => escape_value(v),
+                        Err(_) => format!("#{}", hex(atv.attr_value().data)),
+                    };
+                    format!("{key}={value}")
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+/// RFC 4514 §2.4 escaping of one attribute value.
+fn escape_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 4);
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        match c {
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' | '=' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// SHA-1 through ring (the thumbprint Azure and others display).
 fn sha1_digest(der: &[u8]) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der)
         .as_ref()
         .to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name_of(cn: &str, o: &str) -> String {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, o);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        CertInfo::parse(cert.der(), false, None).unwrap().subject
+    }
+
+    /// Commas not escaped by a backslash: the RDN separators.
+    fn separators(s: &str) -> usize {
+        let b = s.as_bytes();
+        (0..b.len())
+            .filter(|&i| b[i] == b',' && (i == 0 || b[i - 1] != b'\\'))
+            .count()
+    }
+
+    #[test]
+    fn a_cn_that_looks_like_another_rdn_stays_one_value() {
+        let s = name_of("evil, O=Bank", "Shop");
+        assert!(s.contains("CN=evil\\, O\\=Bank"), "{s}");
+        assert!(s.contains("O=Shop"), "{s}");
+        assert_eq!(separators(&s), 1, "two RDNs, not three: {s}");
+        let s = name_of(" x+y ", "a;b");
+        assert!(s.contains("CN=\\ x\\+y\\ "), "{s}");
+        assert!(s.contains("O=a\\;b"), "{s}");
+        let s = name_of("#x", "o");
+        assert!(s.contains("CN=\\#x"), "{s}");
+    }
+
+    #[test]
+    fn the_most_specific_rdn_comes_first() {
+        // DER order is most general first; RFC 4514 reverses it.
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CountryName, "NL");
+        p.distinguished_name.push(rcgen::DnType::CommonName, "leaf");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        let (_, x) = X509Certificate::from_der(cert.der()).unwrap();
+        let der_order: Vec<String> = x
+            .subject()
+            .iter_rdn()
+            .flat_map(|r| {
+                r.iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let ours = rfc4514(x.subject());
+        let values: Vec<&str> = ours
+            .split(',')
+            .map(|p| p.split_once('=').unwrap().1)
+            .collect();
+        let mut reversed = der_order.clone();
+        reversed.reverse();
+        assert_eq!(values, reversed, "{ours}");
+    }
 }

@@ -17,16 +17,44 @@ pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A fixed, bounded name for why a client's TLS handshake failed (a
-/// metrics label): `no_shared_protocol`, `no_client_certificate`,
-/// `bad_client_certificate`, `alert_received`, `protocol_error`,
-/// `connection_closed` or `other`.
+/// metrics label): `unrecognized_name` (no host for the SNI),
+/// `no_shared_protocol`, `no_client_certificate`, `unknown_ca`, `expired`,
+/// `not_yet_valid`, `revoked`, `stale_crl`, `chain_too_deep`, `algorithm`,
+/// `v1_certificate`, `bad_client_certificate`, `alert_received`,
+/// `protocol_error`, `connection_closed` or `other`.
 pub fn failure_reason(e: &std::io::Error) -> &'static str {
-    use rustls::Error;
-    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
-    match inner {
+    use rustls::{CertificateError as C, Error};
+    let inner = e.get_ref();
+    if inner.is_some_and(|i| i.is::<server::UnrecognizedName>()) {
+        return "unrecognized_name";
+    }
+    match inner.and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(Error::PeerIncompatible(_)) => "no_shared_protocol",
         Some(Error::NoCertificatesPresented) => "no_client_certificate",
-        Some(Error::InvalidCertificate(_)) => "bad_client_certificate",
+        Some(Error::InvalidCertificate(c)) => match c {
+            C::UnknownIssuer => "unknown_ca",
+            C::Expired | C::ExpiredContext { .. } => "expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "not_yet_valid",
+            C::Revoked => "revoked",
+            C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => "stale_crl",
+            C::BadSignature
+            | C::UnsupportedSignatureAlgorithmContext { .. }
+            | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => "algorithm",
+            C::Other(o) => {
+                let inner: &(dyn std::error::Error + 'static) = &*o.0;
+                if inner.is::<server::ChainTooDeep>() {
+                    "chain_too_deep"
+                } else if matches!(
+                    inner.downcast_ref::<webpki::Error>(),
+                    Some(webpki::Error::UnsupportedCertVersion)
+                ) {
+                    "v1_certificate"
+                } else {
+                    "bad_client_certificate"
+                }
+            }
+            _ => "bad_client_certificate",
+        },
         Some(Error::AlertReceived(_)) => "alert_received",
         Some(Error::InvalidMessage(_))
         | Some(Error::PeerMisbehaved(_))

@@ -1,0 +1,719 @@
+//! Downstream TLS: hosts chosen by SNI (exact before wildcard, a default
+//! host or the `unrecognized_name` alert), client certificates per host
+//! (`off`, `optional`, `required`) verified against the host's truststore
+//! and CRLs, no session resumption on hosts that ask for certificates,
+//! 421 for a request that SNI selection would have sent to another host,
+//! and the truststore lints. Every certificate is made here; the clients
+//! are real rustls clients.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gatehouse_tests::pki::{client_config, ClientSpec, Issued};
+use gatehouse_tests::{Client, Gw, Pki, TempDir};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+
+const ADMIN_KEY: &str = "certs-admin-key";
+
+/// What one request over a fresh TLS connection gave.
+#[derive(Debug)]
+struct Got {
+    status: u16,
+    body: String,
+    resumed: bool,
+    server_cn: String,
+}
+
+/// Connects with `cfg` and `sni` (an IP sends none), sends `GET path` with
+/// `host`, over HTTP/2 or HTTP/1.1 as ALPN decides. `Err`: the handshake
+/// or the exchange failed (with TLS 1.3 a refused client certificate shows
+/// up as an alert on the first read).
+async fn get(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    sni: &str,
+    host: &str,
+    path: &str,
+) -> Result<Got, String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let (_, conn) = tls.get_ref();
+    let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let server_cn = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| x509_cn(c.as_ref()))
+        .unwrap_or_default();
+    let h2 = conn.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(tls);
+    let (status, body, conn_task) = if h2 {
+        let (mut send, c) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .map_err(|e| format!("h2: {e}"))?;
+        let conn_task = tokio::spawn(c);
+        let req = http::Request::get(format!("https://{host}{path}"))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| format!("h2 request: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?;
+        (status, body.to_bytes(), conn_task)
+    } else {
+        let (mut send, c) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| format!("h1: {e}"))?;
+        let conn_task = tokio::spawn(c);
+        let req = http::Request::get(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| format!("h1 request: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?;
+        (status, body.to_bytes(), conn_task)
+    };
+    // The senders are dropped: the connection closes. Wait for it, so no
+    // test leaves one open (a stopping gateway waits for its connections).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn_task).await;
+    Ok(Got {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        resumed,
+        server_cn,
+    })
+}
+
+fn x509_cn(der: &[u8]) -> Option<String> {
+    // The CN is the last UTF8String/PrintableString after the CN OID
+    // (2.5.4.3) in the subject; a small scan is enough for test certs.
+    let oid = [0x06, 0x03, 0x55, 0x04, 0x03];
+    let mut found = None;
+    let mut i = 0;
+    while i + oid.len() + 2 < der.len() {
+        if der[i..i + oid.len()] == oid {
+            let len = der[i + oid.len() + 1] as usize;
+            let start = i + oid.len() + 2;
+            if start + len <= der.len() {
+                found = Some(String::from_utf8_lossy(&der[start..start + len]).into_owned());
+            }
+        }
+        i += 1;
+    }
+    found
+}
+
+/// The metrics once every line of `want` is in them (a failed handshake
+/// is counted just after the client sees the alert), or after 5 s.
+async fn metrics_with(gw: &Gw, want: &[String]) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = Client::plain(gw.admin())
+            .get(
+                "/metrics",
+                &[("authorization", &format!("Bearer {ADMIN_KEY}"))],
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        if want.iter().all(|w| text.contains(w.as_str())) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn failures(reason: &str, n: u32) -> String {
+    format!("gatehouse_downstream_tls_handshake_failures_total{{listener=\"tls\",reason=\"{reason}\"}} {n}")
+}
+
+fn admin_yaml() -> String {
+    format!(
+        "admin: {{address: \"127.0.0.1:0\", key: admin-key}}\nnamed_values:\n  admin-key: {{value: \"{ADMIN_KEY}\", secret: true}}\n"
+    )
+}
+
+/// The API7 walkthrough: a CA, a server certificate for `test.com`, a
+/// client certificate `CN=CLIENT`; over HTTP/2 with SNI `test.com` to
+/// 127.0.0.1. `required`: with the certificate 200, without it the
+/// handshake fails. `optional`: requests go on; the policies see whether a
+/// certificate came and whether it verified.
+#[tokio::test]
+async fn the_api7_walkthrough_required_and_optional_over_http2() {
+    let dir = TempDir::new("api7");
+    let pki = Pki::new("ROOTCA");
+    pki.server(&dir, "server", &["test.com", "opt.test.com"]);
+    pki.write_ca(&dir, "ca.crt");
+    let client = pki.client(&dir, "client", &ClientSpec::new("CLIENT", 1001), "");
+    let stranger_ca = Pki::new("Stranger CA");
+    let stranger = stranger_ca.client(&dir, "stranger", &ClientSpec::new("STRANGER", 7), "");
+    let yaml = format!(
+        r#"
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      hosts:
+        - names: [test.com]
+          certificate: server.crt
+          key: server.key
+          client_certificate: {{mode: required, truststore: ca.crt}}
+        - names: [opt.test.com]
+          certificate: server.crt
+          key: server.key
+          client_certificate: {{mode: optional, truststore: ca.crt}}
+upstreams: {{echo: {{url: "builtin:echo"}}}}
+{admin}
+apis:
+  - name: app
+    path: /
+    upstream: echo
+    policies:
+      inbound:
+        - set-header: {{name: x-client-cn, expression: "client_cert == null ? 'none' : client_cert.common_name"}}
+        - set-header: {{name: x-client-verified, expression: "client_cert == null ? 'none' : string(client_cert.verified)"}}
+"#,
+        admin = admin_yaml()
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let addr = gw.addr("tls");
+    let with = client_config(pki.roots(), Some(&client), &["h2"]);
+    let without = client_config(pki.roots(), None, &["h2"]);
+
+    let r = get(addr, with.clone(), "test.com", "test.com", "/orders")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let echo: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(echo["headers"]["x-client-cn"], "CLIENT");
+    assert_eq!(echo["headers"]["x-client-verified"], "true");
+
+    let refused = get(addr, without.clone(), "test.com", "test.com", "/orders").await;
+    assert!(
+        refused.is_err(),
+        "required mode without a certificate: {refused:?}"
+    );
+    let untrusted = client_config(pki.roots(), Some(&stranger), &["h2"]);
+    let refused = get(addr, untrusted.clone(), "test.com", "test.com", "/orders").await;
+    assert!(refused.is_err(), "required mode, untrusted CA: {refused:?}");
+
+    // Optional: no certificate, an untrusted one, a good one.
+    let r = get(addr, without, "opt.test.com", "opt.test.com", "/")
+        .await
+        .unwrap();
+    let echo: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(echo["headers"]["x-client-cn"], "none");
+    let r = get(addr, untrusted, "opt.test.com", "opt.test.com", "/")
+        .await
+        .unwrap();
+    let echo: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(echo["headers"]["x-client-cn"], "STRANGER");
+    assert_eq!(
+        echo["headers"]["x-client-verified"], "false",
+        "an untrusted certificate is not marked verified"
+    );
+    let r = get(addr, with, "opt.test.com", "opt.test.com", "/")
+        .await
+        .unwrap();
+    let echo: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(echo["headers"]["x-client-verified"], "true");
+
+    let want = [
+        failures("no_client_certificate", 1),
+        failures("unknown_ca", 1),
+    ];
+    let m = metrics_with(&gw, &want).await;
+    for w in &want {
+        assert!(m.contains(w.as_str()), "{w}:\n{m}");
+    }
+}
+
+/// An exact name beats a wildcard whatever the order of the entries; an
+/// SNI no entry names, or none, is refused with `unrecognized_name`
+/// unless the listener names a default host.
+#[tokio::test]
+async fn exact_names_beat_wildcards_and_unknown_names_are_refused() {
+    let dir = TempDir::new("sni");
+    let pki = Pki::new("SNI CA");
+    pki.server(&dir, "wild", &["*.test.com"]);
+    pki.server(&dir, "exact", &["api.test.com", "127.0.0.1"]);
+    let yaml = format!(
+        r#"
+listeners:
+  - name: wild-first
+    address: 127.0.0.1:0
+    tls:
+      hosts:
+        - {{names: ["*.test.com"], certificate: wild.crt, key: wild.key}}
+        - {{names: [api.test.com], certificate: exact.crt, key: exact.key}}
+  - name: exact-first
+    address: 127.0.0.1:0
+    tls:
+      hosts:
+        - {{names: [api.test.com], certificate: exact.crt, key: exact.key}}
+        - {{names: ["*.test.com"], certificate: wild.crt, key: wild.key}}
+  - name: with-default
+    address: 127.0.0.1:0
+    tls:
+      default_host: api.test.com
+      hosts:
+        - {{names: ["*.test.com"], certificate: wild.crt, key: wild.key}}
+        - {{names: [api.test.com], certificate: exact.crt, key: exact.key}}
+upstreams: {{echo: {{url: "builtin:echo"}}}}
+{admin}
+apis: [{{name: app, path: /, upstream: echo}}]
+"#,
+        admin = admin_yaml()
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let cfg = client_config(pki.roots(), None, &["http/1.1"]);
+    for l in ["wild-first", "exact-first", "with-default"] {
+        let r = get(gw.addr(l), cfg.clone(), "api.test.com", "api.test.com", "/")
+            .await
+            .unwrap();
+        assert_eq!(r.server_cn, "api.test.com", "{l}: the exact entry");
+        let r = get(gw.addr(l), cfg.clone(), "x.test.com", "x.test.com", "/")
+            .await
+            .unwrap();
+        assert_eq!(r.server_cn, "*.test.com", "{l}: the wildcard entry");
+    }
+    for l in ["wild-first", "exact-first"] {
+        let e = get(gw.addr(l), cfg.clone(), "nope.example", "nope.example", "/")
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("UnrecognisedName")
+                || e.contains("unrecognised")
+                || e.contains("UnrecognizedName"),
+            "{l}: {e}"
+        );
+        // No SNI (a client connecting by IP address).
+        let e = get(gw.addr(l), cfg.clone(), "127.0.0.1", "127.0.0.1", "/")
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("UnrecognisedName") || e.contains("Unrecognised"),
+            "{l}: {e}"
+        );
+    }
+    let r = get(
+        gw.addr("with-default"),
+        cfg.clone(),
+        "127.0.0.1",
+        "127.0.0.1",
+        "/",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.server_cn, "api.test.com",
+        "the default host serves no SNI"
+    );
+    let m = metrics_with(&gw, &["reason=\"unrecognized_name\"} 2".to_string()]).await;
+    assert!(m.contains("reason=\"unrecognized_name\"} 2"), "{m}");
+}
+
+fn verify_yaml(extra_host_settings: &str, admin: &str) -> String {
+    format!(
+        r#"
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      hosts:
+        - names: [test.com]
+          certificate: server.crt
+          key: server.key
+          client_certificate: {{mode: required, truststore: ca.crt{extra_host_settings}}}
+        - names: [open.test.com]
+          certificate: server.crt
+          key: server.key
+upstreams: {{echo: {{url: "builtin:echo"}}}}
+{admin}
+apis: [{{name: app, path: /, upstream: echo}}]
+"#
+    )
+}
+
+/// Required mode refuses every bad chain with its reason counted, accepts
+/// a chain through an intermediate, and follows the CRL (file) in force,
+/// also after the CRL is updated while the gateway runs. Hosts that ask
+/// for certificates never resume sessions, so a revocation applies to the
+/// next connection of a client that had a session.
+#[tokio::test]
+async fn client_certificates_are_verified_and_revocation_applies_at_once() {
+    let dir = TempDir::new("verify");
+    let pki = Pki::new("Verify Root");
+    pki.server(&dir, "server", &["test.com", "open.test.com"]);
+    pki.write_ca(&dir, "ca.crt");
+    let inter = pki.intermediate("Verify Intermediate");
+    let inter2 = inter.intermediate("Verify Intermediate 2");
+    let good = pki.client(&dir, "good", &ClientSpec::new("good", 1), "");
+    let via_inter = inter.client(
+        &dir,
+        "via",
+        &ClientSpec::new("via-intermediate", 2),
+        &inter.ca_pem,
+    );
+    let too_deep = inter2.client(
+        &dir,
+        "deep",
+        &ClientSpec::new("too-deep", 3),
+        &format!("{}{}", inter2.ca_pem, inter.ca_pem),
+    );
+    let mut spec = ClientSpec::new("expired", 4);
+    spec.not_before = Some((2019, 1, 1));
+    spec.not_after = Some((2021, 1, 1));
+    let expired = pki.client(&dir, "expired", &spec, "");
+    let mut spec = ClientSpec::new("future", 5);
+    spec.not_before = Some((2099, 1, 1));
+    spec.not_after = Some((2100, 1, 1));
+    let future = pki.client(&dir, "future", &spec, "");
+    let doomed = pki.client(&dir, "doomed", &ClientSpec::new("doomed", 6), "");
+    pki.crl(&dir, "ca.crl", &[], (2099, 1, 1));
+    let yaml = verify_yaml(", crls: [ca.crl], max_chain_depth: 3", &admin_yaml());
+    let gw = Gw::start(dir, &yaml).await;
+    let addr = gw.addr("tls");
+    let cfg = |c: &Issued| client_config(pki.roots(), Some(c), &["h2", "http/1.1"]);
+
+    for (c, what) in [
+        (&good, "root-issued"),
+        (&via_inter, "intermediate-issued"),
+        (&doomed, "not revoked yet"),
+    ] {
+        let r = get(addr, cfg(c), "test.com", "test.com", "/").await;
+        assert_eq!(
+            r.as_ref().map(|g| g.status).ok(),
+            Some(200),
+            "{what}: {r:?}"
+        );
+    }
+    for (c, what) in [
+        (&expired, "expired"),
+        (&future, "not yet valid"),
+        (&too_deep, "deeper than 3"),
+    ] {
+        let r = get(addr, cfg(c), "test.com", "test.com", "/").await;
+        assert!(r.is_err(), "{what} was accepted: {r:?}");
+    }
+
+    // Sessions: the host without client certificates resumes (so this
+    // client does resume when it can); the one that asks never does.
+    let doomed_cfg = cfg(&doomed);
+    let first = get(
+        addr,
+        doomed_cfg.clone(),
+        "open.test.com",
+        "open.test.com",
+        "/",
+    )
+    .await
+    .unwrap();
+    let second = get(
+        addr,
+        doomed_cfg.clone(),
+        "open.test.com",
+        "open.test.com",
+        "/",
+    )
+    .await
+    .unwrap();
+    assert!(!first.resumed && second.resumed, "the control host resumes");
+    let first = get(addr, doomed_cfg.clone(), "test.com", "test.com", "/")
+        .await
+        .unwrap();
+    let second = get(addr, doomed_cfg.clone(), "test.com", "test.com", "/")
+        .await
+        .unwrap();
+    assert!(
+        !first.resumed && !second.resumed,
+        "a host that asks for certificates never resumes"
+    );
+
+    // The CA revokes `doomed`; the new CRL is loaded by a reload.
+    pki.crl(&gw.dir, "ca.crl", &[6], (2099, 1, 1));
+    gw.gateway().reload().expect("reload");
+    let r = get(addr, doomed_cfg.clone(), "test.com", "test.com", "/").await;
+    assert!(
+        r.is_err(),
+        "revoked, with a client holding a session: {r:?}"
+    );
+    let r = get(addr, cfg(&good), "test.com", "test.com", "/").await;
+    assert_eq!(r.map(|g| g.status).ok(), Some(200), "the others still pass");
+
+    let want: Vec<String> = ["expired", "not_yet_valid", "chain_too_deep", "revoked"]
+        .iter()
+        .map(|r| failures(r, 1))
+        .collect();
+    let m = metrics_with(&gw, &want).await;
+    for w in &want {
+        assert!(m.contains(w.as_str()), "{w}:\n{m}");
+    }
+}
+
+/// A request whose host SNI selection would have given another entry gets
+/// 421, over HTTP/1.1 and on a reused HTTP/2 connection, including a
+/// wildcard entry that also matches the name (`[admin.corp.test,
+/// *.corp.test]`: a connection for `x.corp.test` must not reach
+/// `admin.corp.test`, which requires client certificates).
+#[tokio::test]
+async fn a_request_for_another_tls_host_is_misdirected_even_under_a_wildcard() {
+    let dir = TempDir::new("421");
+    let pki = Pki::new("421 CA");
+    pki.server(&dir, "admin", &["admin.corp.test"]);
+    pki.server(&dir, "wild", &["*.corp.test"]);
+    pki.write_ca(&dir, "ca.crt");
+    let yaml = r#"
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      hosts:
+        - names: [admin.corp.test]
+          certificate: admin.crt
+          key: admin.key
+          client_certificate: {mode: required, truststore: ca.crt}
+        - {names: ["*.corp.test"], certificate: wild.crt, key: wild.key}
+upstreams: {echo: {url: "builtin:echo"}}
+apis: [{name: app, path: /, upstream: echo}]
+"#;
+    let gw = Gw::start(dir, yaml).await;
+    for alpn in ["http/1.1", "h2"] {
+        let cfg = client_config(pki.roots(), None, &[alpn]);
+        let r = get(
+            gw.addr("tls"),
+            cfg.clone(),
+            "x.corp.test",
+            "x.corp.test",
+            "/",
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{alpn}");
+        let r = get(gw.addr("tls"), cfg, "x.corp.test", "admin.corp.test", "/")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 421, "{alpn}: {}", r.body);
+        assert!(r.body.contains("route.misdirected"), "{}", r.body);
+    }
+}
+
+/// The truststore and host lints of `gatehouse check`.
+#[tokio::test]
+async fn truststore_and_host_problems_are_reported_at_load() {
+    let dir = TempDir::new("lints");
+    let pki = Pki::new("Lint Root");
+    pki.server(&dir, "server", &["test.com"]);
+    // A client certificate where a CA belongs.
+    let leaf = pki.client(&dir, "leaf", &ClientSpec::new("not-a-ca", 9), "");
+    // Two CAs with one subject and different issuers.
+    let other_root = Pki::new("Other Root");
+    let twin_a = pki.intermediate("Twin CA");
+    let twin_b = other_root.intermediate("Twin CA");
+    let bundle = format!(
+        "{}{}{}{}",
+        pki.ca_pem,
+        std::fs::read_to_string(&leaf.cert).unwrap(),
+        twin_a.ca_pem,
+        twin_b.ca_pem
+    );
+    dir.write("bundle.crt", bundle);
+    let yaml = r#"
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      default_host: tset.com
+      cipher_suites: [TLS13_AES_128_GCM_SHA256, TLS_NULL_WITH_NULL_NULL]
+      hosts:
+        - names: [test.com, api.test.com]
+          certificate: server.crt
+          key: server.key
+          client_certificate: {mode: required, truststore: bundle.crt}
+        - names: [b.test.com]
+          certificate: server.crt
+          key: server.key
+          client_certificate: {mode: optional}
+upstreams: {echo: {url: "builtin:echo"}}
+apis: [{name: app, path: /, upstream: echo}]
+"#;
+    let errors = Gw::build_errors(&dir, yaml).join("\n");
+    for want in [
+        "listeners[0].tls.cipher_suites[1]: unknown or unsupported cipher suite `TLS_NULL_WITH_NULL_NULL`",
+        "listeners[0].tls.hosts[0].client_certificate.truststore:",
+        "certificate #2 (CN=not-a-ca) is not a CA certificate",
+        "certificates #3 and #4 share the subject CN=Twin CA but have different issuers (CN=Lint Root and CN=Other Root)",
+        "listeners[0].tls.hosts[0].certificate: the certificate in",
+        "does not cover `api.test.com` (its names: test.com)",
+        "listeners[0].tls.hosts[1].client_certificate.truststore: mode `optional` needs a truststore",
+    ] {
+        assert!(errors.contains(want), "missing `{want}` in:\n{errors}");
+    }
+    // Fix the cipher suite: the default host is checked too.
+    let yaml = yaml.replace(", TLS_NULL_WITH_NULL_NULL", "");
+    let errors = Gw::build_errors(&dir, &yaml).join("\n");
+    assert!(
+        errors.contains("listeners[0].tls.default_host: `tset.com` is not one of the hosts' names (did you mean `test.com`?)"),
+        "{errors}"
+    );
+}
+
+/// Certificates made by the API7 guide's very `openssl` commands are X.509
+/// v1 (no extensions): the server certificate is refused at load with a
+/// message that says so and how to make a v3 one; a v1 client certificate
+/// is refused in the handshake (`required`, counted as `v1_certificate`)
+/// or marked unverified with the same explanation (`optional`, in the
+/// trace).
+#[tokio::test]
+async fn certificates_from_the_api7_openssl_commands_are_explained() {
+    let dir = TempDir::new("api7-openssl");
+    let script = r#"set -e
+openssl genrsa -out ca.key 2048 2>/dev/null && \
+openssl req -new -sha256 -key ca.key -out ca.csr -subj "/CN=ROOTCA" && \
+openssl x509 -req -days 36500 -sha256 -extensions v3_ca -signkey ca.key -in ca.csr -out ca.crt 2>/dev/null
+openssl genrsa -out server.key 2048 2>/dev/null && \
+openssl req -new -sha256 -key server.key -out server.csr -subj "/CN=test.com" && \
+openssl x509 -req -days 36500 -sha256 -extensions v3_req \
+-CA ca.crt -CAkey ca.key -CAserial ca.srl -CAcreateserial \
+-in server.csr -out server.crt 2>/dev/null
+openssl genrsa -out client.key 2048 2>/dev/null && \
+openssl req -new -sha256 -key client.key -out client.csr -subj "/CN=CLIENT" && \
+openssl x509 -req -days 36500 -sha256 -extensions v3_req \
+-CA ca.crt -CAkey ca.key -CAserial ca.srl -CAcreateserial \
+-in client.csr -out client.crt 2>/dev/null
+"#;
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir.path())
+        .output()
+        .expect("bash and openssl (the CI installs openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The guide's server certificate.
+    let yaml = r#"
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls: {hosts: [{names: [test.com], certificate: server.crt, key: server.key}]}
+upstreams: {echo: {url: "builtin:echo"}}
+apis: [{name: app, path: /, upstream: echo}]
+"#;
+    let errors = Gw::build_errors(&dir, yaml).join("\n");
+    assert!(
+        errors.contains("is X.509 v1: it has no subjectAltName")
+            && errors.contains("-extfile <(printf 'subjectAltName=DNS:test.com')"),
+        "{errors}"
+    );
+
+    // Its CA as a truststore (a v1 root is a valid trust anchor), and its
+    // client certificate, against a v3 server certificate.
+    let pki = Pki::new("Server CA");
+    pki.server(&dir, "v3", &["test.com", "opt.test.com"]);
+    let yaml = format!(
+        r#"
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      hosts:
+        - names: [test.com]
+          certificate: v3.crt
+          key: v3.key
+          client_certificate: {{mode: required, truststore: ca.crt}}
+        - names: [opt.test.com]
+          certificate: v3.crt
+          key: v3.key
+          client_certificate: {{mode: optional, truststore: ca.crt}}
+upstreams: {{echo: {{url: "builtin:echo"}}}}
+admin: {{address: "127.0.0.1:0", key: admin-key, trace_key: trace-key}}
+named_values:
+  admin-key: {{value: "{ADMIN_KEY}", secret: true}}
+  trace-key: {{value: "api7-trace-key", secret: true}}
+apis: [{{name: app, path: /, upstream: echo}}]
+"#
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let client = Issued {
+        cert: gw.dir.path().join("client.crt"),
+        key: gw.dir.path().join("client.key"),
+        der: rustls::pki_types::CertificateDer::from(Vec::new()),
+    };
+    let cfg = client_config(pki.roots(), Some(&client), &["http/1.1"]);
+    let r = get(gw.addr("tls"), cfg.clone(), "test.com", "test.com", "/").await;
+    assert!(
+        r.is_err(),
+        "a v1 client certificate in required mode: {r:?}"
+    );
+    let m = metrics_with(&gw, &[failures("v1_certificate", 1)]).await;
+    assert!(m.contains(&failures("v1_certificate", 1)), "{m}");
+
+    // Optional: the request goes on, and the trace says why the
+    // certificate is not verified.
+    let tcp = tokio::net::TcpStream::connect(gw.addr("tls"))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(ServerName::try_from("opt.test.com").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut send, c) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(c);
+    let resp = send
+        .send_request(
+            http::Request::get("/")
+                .header("host", "opt.test.com")
+                .header("x-gatehouse-trace", "api7-trace-key")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-gatehouse-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let trace = Client::plain(gw.admin())
+        .get(
+            &format!("/traces/{id}"),
+            &[("authorization", &format!("Bearer {ADMIN_KEY}"))],
+        )
+        .await;
+    let text = String::from_utf8_lossy(&trace.body);
+    assert!(text.contains("\"verified\":false"), "{text}");
+    assert!(text.contains("X.509 v1"), "{text}");
+    assert!(
+        text.contains("\"client_certificate_mode\":\"optional\""),
+        "{text}"
+    );
+}
