@@ -717,3 +717,206 @@ apis: [{{name: app, path: /, upstream: echo}}]
         "{text}"
     );
 }
+
+/// A verified client certificate is passed upstream in the API's chosen
+/// format (RFC 9440 or `x-forwarded-client-cert` with chosen fields);
+/// copies a client sends are always stripped, and an unverified
+/// certificate is not passed on.
+#[tokio::test]
+async fn client_certificates_are_forwarded_as_configured_and_forgeries_stripped() {
+    use base64::Engine as _;
+    let up = gatehouse_tests::upstream::echo().await;
+    let dir = TempDir::new("forward");
+    let pki = Pki::new("Forward Root");
+    pki.server(&dir, "server", &["test.com"]);
+    pki.write_ca(&dir, "ca.crt");
+    let inter = pki.intermediate("Forward Intermediate");
+    let client = inter.client(&dir, "client", &ClientSpec::new("alice", 11), &inter.ca_pem);
+    let stranger =
+        Pki::new("Stranger").client(&dir, "stranger", &ClientSpec::new("mallory", 12), "");
+    let yaml = format!(
+        r#"
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      hosts:
+        - names: [test.com]
+          certificate: server.crt
+          key: server.key
+          client_certificate: {{mode: optional, truststore: ca.crt}}
+upstreams: {{app: {{url: "http://{up}"}}}}
+apis:
+  - name: rfc
+    path: /rfc
+    upstream: app
+    forward_client_certificate: {{format: rfc9440}}
+  - name: xfcc
+    path: /xfcc
+    upstream: app
+    forward_client_certificate: {{format: xfcc, fields: [hash, subject, cert]}}
+  - name: none
+    path: /none
+    upstream: app
+"#,
+        up = up.addr
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let addr = gw.addr("tls");
+    let with = client_config(pki.roots(), Some(&client), &["http/1.1"]);
+
+    // RFC 9440: the leaf and the chain without the leaf.
+    let r = get(addr, with.clone(), "test.com", "test.com", "/rfc")
+        .await
+        .unwrap();
+    let echo: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let cert = echo["headers"]["client-cert"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(cert.trim_matches(':'))
+        .unwrap();
+    assert_eq!(der, client.der.as_ref(), "Client-Cert is the leaf's DER");
+    let chain = echo["headers"]["client-cert-chain"][0].as_str().unwrap();
+    assert!(
+        chain.starts_with(':') && chain.ends_with(':') && !chain.contains(", "),
+        "{chain}"
+    );
+    // XFCC with the chosen fields only.
+    let r = get(addr, with.clone(), "test.com", "test.com", "/xfcc")
+        .await
+        .unwrap();
+    let echo: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let xfcc = echo["headers"]["x-forwarded-client-cert"][0]
+        .as_str()
+        .unwrap();
+    assert!(xfcc.starts_with("Hash="), "{xfcc}");
+    assert!(
+        xfcc.contains(";Subject=\"CN=alice\";Cert=\"-----BEGIN%20CERTIFICATE-----"),
+        "{xfcc}"
+    );
+    assert!(!xfcc.contains("URI=") && !xfcc.contains("DNS="), "{xfcc}");
+    // Not configured: nothing.
+    let r = get(addr, with, "test.com", "test.com", "/none")
+        .await
+        .unwrap();
+    let echo: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert!(echo["headers"].get("client-cert").is_none(), "{echo}");
+
+    // Forgeries from a client without a certificate, and from one whose
+    // certificate does not verify: stripped, and nothing is forwarded.
+    for cfg in [
+        client_config(pki.roots(), None, &["http/1.1"]),
+        client_config(pki.roots(), Some(&stranger), &["http/1.1"]),
+    ] {
+        for path in ["/rfc", "/xfcc", "/none"] {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                .connect(ServerName::try_from("test.com").unwrap(), tcp)
+                .await
+                .unwrap();
+            let (mut send, c) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .unwrap();
+            let task = tokio::spawn(c);
+            let resp = send
+                .send_request(
+                    http::Request::get(path)
+                        .header("host", "test.com")
+                        .header("client-cert", ":Zm9yZ2Vk:")
+                        .header("client-cert-chain", ":Zm9yZ2Vk:")
+                        .header(
+                            "x-forwarded-client-cert",
+                            "Hash=forged;Subject=\"CN=admin\"",
+                        )
+                        .body(Full::new(Bytes::new()))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            drop(send);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
+            let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            for h in [
+                "client-cert",
+                "client-cert-chain",
+                "x-forwarded-client-cert",
+            ] {
+                assert!(
+                    echo["headers"].get(h).is_none(),
+                    "{path}: {h} reached the upstream: {echo}"
+                );
+            }
+        }
+    }
+}
+
+/// A chain that reads the client certificate on hosts that never ask for
+/// one is refused at load, naming the hosts and how to turn negotiation
+/// on (the "No client certificate received" case); when only some hosts
+/// ask, it is a warning naming the others.
+#[tokio::test]
+async fn a_chain_that_needs_a_certificate_on_a_host_that_never_asks_is_an_error() {
+    let dir = TempDir::new("needs-cert");
+    let pki = Pki::new("Needs Root");
+    pki.server(&dir, "server", &["api.test.com", "partners.test.com"]);
+    pki.write_ca(&dir, "ca.crt");
+    let yaml = r#"
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      hosts:
+        - {names: [api.test.com], certificate: server.crt, key: server.key}
+        - names: [partners.test.com]
+          certificate: server.crt
+          key: server.key
+          client_certificate: {mode: required, truststore: ca.crt}
+upstreams: {echo: {url: "builtin:echo"}}
+apis:
+  - name: public
+    hosts: [api.test.com]
+    path: /
+    upstream: echo
+    policies:
+      inbound:
+        - set-header: {name: x-client, expression: "client_cert == null ? 'anonymous' : client_cert.common_name"}
+  - name: partners
+    hosts: [partners.test.com]
+    path: /
+    upstream: echo
+    policies:
+      inbound:
+        - set-header: {name: x-client, expression: "client_cert.common_name"}
+"#;
+    let errors = Gw::build_errors(&dir, yaml).join("\n");
+    assert!(
+        errors.contains("apis[0]: `set-header` (API inbound) reads the client certificate, but no TLS host serving API `public` asks for one (listeners[0].tls.hosts[0] (api.test.com) never ask)"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("No client certificate received"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("client_certificate: {mode: optional, truststore: CA-BUNDLE.pem}"),
+        "{errors}"
+    );
+    assert!(
+        !errors.contains("apis[1]"),
+        "the partners API is served by a host that asks: {errors}"
+    );
+
+    // Served by both kinds of host: a warning, and the gateway starts.
+    let yaml = yaml.replace("    hosts: [api.test.com]\n", "");
+    assert!(Gw::build_errors(&dir, &yaml).is_empty());
+    let path = dir.write("both.yaml", &yaml);
+    let snapshot = gatehouse::gateway::check(Some(&path)).unwrap();
+    let warnings: Vec<String> = snapshot.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        warnings.iter().any(|w| w.contains("apis[0]: `set-header` (API inbound) reads the client certificate, and requests for API `public` through listeners[0].tls.hosts[0] (api.test.com) never carry one")),
+        "{warnings:?}"
+    );
+}

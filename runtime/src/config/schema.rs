@@ -201,6 +201,48 @@ fn default_chain_depth() -> usize {
     4
 }
 
+/// How an API passes client certificates to its upstream.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardClientCertificate {
+    /// `rfc9440` (`Client-Cert` and `Client-Cert-Chain`, the DER as
+    /// structured-field byte sequences) or `xfcc` (Envoy's
+    /// `x-forwarded-client-cert`).
+    pub format: ForwardFormat,
+    /// For `xfcc`: the elements to include, of `hash`, `subject`, `uri`,
+    /// `dns`, `cert`, `chain`. Default `[hash, subject, uri, dns]`.
+    #[serde(default)]
+    pub fields: Option<Vec<XfccField>>,
+}
+
+/// The header format of forwarded client certificates.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardFormat {
+    /// RFC 9440 `Client-Cert` / `Client-Cert-Chain`.
+    Rfc9440,
+    /// `x-forwarded-client-cert`.
+    Xfcc,
+}
+
+/// An element of an `x-forwarded-client-cert` entry.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum XfccField {
+    /// `Hash=`: SHA-256 of the DER, hex.
+    Hash,
+    /// `Subject="..."`: the RFC 4514 subject.
+    Subject,
+    /// `URI=`: each URI SAN.
+    Uri,
+    /// `DNS=`: each DNS SAN.
+    Dns,
+    /// `Cert="..."`: the URL-encoded PEM certificate.
+    Cert,
+    /// `Chain="..."`: the URL-encoded PEM chain.
+    Chain,
+}
+
 /// Whether a TLS host asks for client certificates.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -348,6 +390,10 @@ pub struct Api {
     /// Operations; when present, a request must match one of them.
     #[serde(default)]
     pub operations: Vec<Operation>,
+    /// Pass the client certificate of verified mTLS connections on to the
+    /// upstream in headers. Default: not passed.
+    #[serde(default)]
+    pub forward_client_certificate: Option<ForwardClientCertificate>,
 }
 
 fn default_path() -> String {

@@ -258,6 +258,15 @@ pub fn build(
         &mut errors,
     );
 
+    lint_client_certificates(
+        config,
+        source,
+        &listeners,
+        &apis,
+        &mut errors,
+        &mut warnings,
+    );
+
     // The access log: the open file is kept when its settings are unchanged.
     let access_log = match &config.access_log {
         None => None,
@@ -305,6 +314,110 @@ pub fn build(
         source: source.clone(),
         warnings,
     })
+}
+
+/// A chain that reads the client certificate must be served by a TLS host
+/// that asks for one. When no host serving the API asks, every request
+/// arrives without a certificate (Azure API Management's "No client
+/// certificate received"): an error naming the hosts and how to turn
+/// negotiation on. When only some do, a warning naming the others.
+fn lint_client_certificates(
+    config: &Config,
+    source: &Source,
+    listeners: &[ListenerEntry],
+    apis: &[ApiRoute<ApiData, OpData>],
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) {
+    use crate::tls::name_matches;
+    for api in apis {
+        let mut readers: Vec<String> = Vec::new();
+        let mut note = |chain: &Chain, scope: &str| {
+            for (section, steps) in [
+                ("inbound", &chain.inbound),
+                ("outbound", &chain.outbound),
+                ("on_error", &chain.on_error),
+            ] {
+                for s in steps {
+                    if s.pool.reads_client_certificate() {
+                        let r = format!("`{}` ({scope} {section})", s.pool.name());
+                        if !readers.contains(&r) {
+                            readers.push(r);
+                        }
+                    }
+                }
+            }
+        };
+        note(&api.data.chain, "API");
+        for op in &api.operations {
+            note(&op.data.chain, &format!("operation `{}`", op.name));
+        }
+        if readers.is_empty() {
+            continue;
+        }
+        let serves = |names: &[String]| {
+            api.hosts.is_empty()
+                || api.hosts.iter().any(|h| {
+                    names
+                        .iter()
+                        .any(|n| n == h || name_matches(n, h) || name_matches(h, n))
+                })
+        };
+        let mut asking = Vec::new();
+        let mut silent = Vec::new();
+        for (i, l) in listeners.iter().enumerate() {
+            match &l.tls {
+                None if api.hosts.is_empty() => {
+                    silent.push(format!("listeners[{i}] (`{}`, plain HTTP)", l.name));
+                }
+                None => {}
+                Some(t) => {
+                    for (j, h) in t.hosts.iter().enumerate() {
+                        if !serves(&h.names) {
+                            continue;
+                        }
+                        let at = format!("listeners[{i}].tls.hosts[{j}] ({})", h.names.join(", "));
+                        if h.client_auth.is_some() {
+                            asking.push(at);
+                        } else {
+                            silent.push(at);
+                        }
+                    }
+                }
+            }
+        }
+        let path = config
+            .apis
+            .iter()
+            .position(|a| *a.name == *api.name)
+            .map_or_else(|| "apis".to_string(), |i| format!("apis[{i}]"));
+        let who = readers.join(", ");
+        if asking.is_empty() {
+            errors.push(ConfigError::new(
+                source,
+                path,
+                format!(
+                    "{who} reads the client certificate, but no TLS host serving API `{}` asks for one{}: every request would arrive without a certificate (\"No client certificate received\"). Turn negotiation on for the host: `client_certificate: {{mode: optional, truststore: CA-BUNDLE.pem}}` (or `required`)",
+                    api.name,
+                    if silent.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({} never ask)", silent.join("; "))
+                    }
+                ),
+            ));
+        } else if !silent.is_empty() {
+            warnings.push(ConfigError::new(
+                source,
+                path,
+                format!(
+                    "{who} reads the client certificate, and requests for API `{}` through {} never carry one: those hosts do not ask for client certificates",
+                    api.name,
+                    silent.join("; ")
+                ),
+            ));
+        }
+    }
 }
 
 /// The methods an operation may name without `extension_methods`: RFC
@@ -511,6 +624,7 @@ fn build_apis(
                     strip_prefix: a.strip_path,
                     path_parameters: a.path_parameters,
                     chain: api_chain,
+                    forward_cert: a.forward_client_certificate.clone(),
                 },
             });
         }

@@ -163,6 +163,9 @@ pub struct PolicyPool {
     handler: bindings::HandlerIndices,
     completion: Option<bindings::CompletionIndices>,
     wants_completion: bool,
+    /// Whether the policy reads the client certificate (one of the
+    /// expressions it compiled when constructed reads `client_cert`).
+    reads_client_cert: bool,
     secrets: Secrets,
     phases: Phases,
     idle: ArrayQueue<Instance>,
@@ -202,6 +205,7 @@ impl PolicyPool {
             handler,
             completion,
             wants_completion: false,
+            reads_client_cert: false,
             secrets,
             phases: Phases::empty(),
             idle: ArrayQueue::new(call.instances),
@@ -215,6 +219,13 @@ impl PolicyPool {
         pool.phases = guest
             .call_phases(&mut first.store, first.policy)
             .map_err(|e| pool.classify(&first.store, e).to_string())?;
+        pool.reads_client_cert = first
+            .store
+            .data()
+            .expressions
+            .iter()
+            .flatten()
+            .any(|c| c.reads_client_cert());
         if let Some(c) = &first.completion {
             pool.wants_completion = c
                 .call_completion_enabled(&mut first.store, first.policy)
@@ -281,6 +292,13 @@ impl PolicyPool {
     /// The policy's name.
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// Whether the policy reads the client certificate (an expression it
+    /// compiled reads `client_cert`): the gateway checks at load that a
+    /// host serving its chain asks for one.
+    pub fn reads_client_certificate(&self) -> bool {
+        self.reads_client_cert
     }
 
     /// What identifies this pool for reuse across reloads.

@@ -45,7 +45,9 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) {
 /// a hash lookup per listed name.
 pub fn remove_on_arrival(h: &mut HeaderMap, forwarding: bool) {
     let doomed = |k: &HeaderName| {
-        is_fixed_hop_by_hop(k) || (forwarding && FORWARDING.iter().any(|f| f == k))
+        is_fixed_hop_by_hop(k)
+            || CLIENT_CERT.iter().any(|c| c == k)
+            || (forwarding && FORWARDING.iter().any(|f| f == k))
     };
     // `Connection` is on the fixed list: no match, nothing to do.
     if !h.keys().any(doomed) {
@@ -95,6 +97,103 @@ pub fn is_reserved_for_framing(name: &HeaderName) -> bool {
     name == header::CONTENT_LENGTH
         || name == header::UPGRADE
         || HOP_BY_HOP.iter().any(|h| h == name)
+}
+
+/// Headers that carry a client certificate to the upstream: only the
+/// gateway sets them (`apis[].forward_client_certificate`), so a copy from
+/// the client, trusted proxy or not, is always removed on arrival.
+const CLIENT_CERT: [HeaderName; 3] = [
+    HeaderName::from_static("client-cert"),
+    HeaderName::from_static("client-cert-chain"),
+    HeaderName::from_static("x-forwarded-client-cert"),
+];
+
+/// Sets the client-certificate headers of `format` from a verified
+/// certificate chain (DER, leaf first).
+pub fn forward_client_cert(
+    h: &mut HeaderMap,
+    forward: &crate::config::ForwardClientCertificate,
+    chain: &[rustls::pki_types::CertificateDer<'static>],
+    info: &crate::tls::certinfo::CertInfo,
+) {
+    use crate::config::{ForwardFormat, XfccField};
+    use base64::Engine as _;
+    let Some((leaf, rest)) = chain.split_first() else {
+        return;
+    };
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    match forward.format {
+        ForwardFormat::Rfc9440 => {
+            // RFC 9440: sf-binary items, `:base64:`; the chain without the
+            // leaf, in order.
+            if let Ok(v) = HeaderValue::from_str(&format!(":{}:", b64(leaf.as_ref()))) {
+                h.insert(CLIENT_CERT[0].clone(), v);
+            }
+            if !rest.is_empty() {
+                let list: Vec<String> = rest
+                    .iter()
+                    .map(|c| format!(":{}:", b64(c.as_ref())))
+                    .collect();
+                if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+                    h.insert(CLIENT_CERT[1].clone(), v);
+                }
+            }
+        }
+        ForwardFormat::Xfcc => {
+            const DEFAULT: [XfccField; 4] = [
+                XfccField::Hash,
+                XfccField::Subject,
+                XfccField::Uri,
+                XfccField::Dns,
+            ];
+            let fields = forward.fields.as_deref().unwrap_or(&DEFAULT);
+            let pem = |d: &[u8]| {
+                let body = b64(d);
+                let mut p = String::from("-----BEGIN CERTIFICATE-----\n");
+                for line in body.as_bytes().chunks(64) {
+                    p.push_str(&String::from_utf8_lossy(line));
+                    p.push('\n');
+                }
+                p.push_str("-----END CERTIFICATE-----\n");
+                p
+            };
+            // URL encoding that keeps the unreserved characters (RFC 3986).
+            const ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+                .remove(b'-')
+                .remove(b'.')
+                .remove(b'_')
+                .remove(b'~');
+            let url = |s: &str| percent_encoding::utf8_percent_encode(s, ENCODE).to_string();
+            let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+            let mut parts = Vec::new();
+            for f in fields {
+                match f {
+                    XfccField::Hash => parts.push(format!("Hash={}", info.thumbprint_sha256)),
+                    XfccField::Subject => parts.push(format!("Subject={}", quote(&info.subject))),
+                    XfccField::Uri => {
+                        for u in &info.uris {
+                            parts.push(format!("URI={}", url(u)));
+                        }
+                    }
+                    XfccField::Dns => {
+                        for d in &info.dns_names {
+                            parts.push(format!("DNS={}", url(d)));
+                        }
+                    }
+                    XfccField::Cert => {
+                        parts.push(format!("Cert={}", quote(&url(&pem(leaf.as_ref())))))
+                    }
+                    XfccField::Chain => {
+                        let all: String = chain.iter().map(|c| pem(c.as_ref())).collect();
+                        parts.push(format!("Chain={}", quote(&url(&all))));
+                    }
+                }
+            }
+            if let Ok(v) = HeaderValue::from_str(&parts.join(";")) {
+                h.insert(CLIENT_CERT[2].clone(), v);
+            }
+        }
+    }
 }
 
 /// Headers a client could use to pass itself off as a proxy or to rewrite

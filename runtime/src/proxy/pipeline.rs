@@ -401,6 +401,13 @@ async fn process(
             ex.conn.trusted_forwarder,
         );
         h.insert(X_REQUEST_ID.clone(), ex.request_id.header());
+        // Only a certificate the host verified is passed on: the upstream
+        // takes these headers as the gateway's word.
+        if let (Some(forward), Some(tls)) = (&api.data.forward_cert, &ex.conn.tls) {
+            if let Some(info) = tls.client_cert.as_ref().filter(|c| c.verified) {
+                headers::forward_client_cert(h, forward, &tls.client_chain, info);
+            }
+        }
     }
 
     // The one wait of the pipeline: the exchange is parked in the flight,

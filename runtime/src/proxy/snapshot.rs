@@ -77,6 +77,8 @@ pub struct ApiData {
     pub path_parameters: crate::config::PathParameters,
     /// The API's effective chain (for requests that match no operation).
     pub chain: Chain,
+    /// How verified client certificates are passed upstream, if they are.
+    pub forward_cert: Option<crate::config::ForwardClientCertificate>,
 }
 
 /// What routing attaches to an operation.

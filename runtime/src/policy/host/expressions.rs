@@ -226,6 +226,13 @@ fn check_names(e: &cel::IdedExpr, bound: &mut Vec<String>) -> Result<(), String>
     }
 }
 
+impl Compiled {
+    /// Whether the expression reads `client_cert`.
+    pub fn reads_client_cert(&self) -> bool {
+        self.uses.client_cert
+    }
+}
+
 fn headers_map(h: &HeaderMap) -> Cel {
     let mut m: HashMap<String, String> = HashMap::with_capacity(h.keys_len());
     for (name, value) in h {
