@@ -920,3 +920,111 @@ apis:
         "{warnings:?}"
     );
 }
+
+/// Certificates, keys and truststores rotate with a reload: new
+/// connections get the new material, an open connection keeps its own;
+/// a broken new file refuses the reload, naming the file and why, and
+/// the old material stays in service.
+#[tokio::test]
+async fn certificates_rotate_on_reload_and_a_broken_file_keeps_the_old_ones() {
+    let dir = TempDir::new("rotate");
+    let old_ca = Pki::new("Old Server CA");
+    old_ca.server(&dir, "server", &["test.com"]);
+    let client_ca = Pki::new("Client CA");
+    client_ca.write_ca(&dir, "clients.crt");
+    let client = client_ca.client(&dir, "client", &ClientSpec::new("rotating", 21), "");
+    let yaml = r#"
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      hosts:
+        - names: [test.com]
+          certificate: server.crt
+          key: server.key
+          client_certificate: {mode: required, truststore: clients.crt}
+upstreams: {echo: {url: "builtin:echo"}}
+apis: [{name: app, path: /, upstream: echo}]
+"#;
+    let gw = Gw::start(dir, yaml).await;
+    let addr = gw.addr("tls");
+    let old_cfg = client_config(old_ca.roots(), Some(&client), &["http/1.1"]);
+    assert_eq!(
+        get(addr, old_cfg.clone(), "test.com", "test.com", "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    // An open connection made before the rotation.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(old_cfg.clone())
+        .connect(ServerName::try_from("test.com").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut open, c) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    let open_task = tokio::spawn(c);
+
+    // New server certificate from another CA, and a new client CA.
+    let new_ca = Pki::new("New Server CA");
+    new_ca.server(&gw.dir, "server", &["test.com"]);
+    let new_client_ca = Pki::new("New Client CA");
+    new_client_ca.write_ca(&gw.dir, "clients.crt");
+    let new_client = new_client_ca.client(&gw.dir, "client2", &ClientSpec::new("rotated", 22), "");
+    gw.gateway().reload().expect("reload");
+    let r = get(addr, old_cfg.clone(), "test.com", "test.com", "/").await;
+    assert!(
+        r.is_err(),
+        "the old server certificate is no longer served: {r:?}"
+    );
+    let new_cfg = client_config(new_ca.roots(), Some(&new_client), &["http/1.1"]);
+    assert_eq!(
+        get(addr, new_cfg.clone(), "test.com", "test.com", "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let old_client_new_server = client_config(new_ca.roots(), Some(&client), &["http/1.1"]);
+    let r = get(addr, old_client_new_server, "test.com", "test.com", "/").await;
+    assert!(r.is_err(), "the old client CA is no longer trusted: {r:?}");
+    // The connection opened before still works, with what it was accepted with.
+    let resp = open
+        .send_request(
+            http::Request::get("/")
+                .header("host", "test.com")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(open);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), open_task).await;
+
+    // A broken key: the reload is refused, naming the file; the served
+    // material does not change.
+    gw.dir.write(
+        "server.key",
+        "-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n",
+    );
+    let err = gw
+        .gateway()
+        .reload()
+        .expect_err("a broken key refuses the reload")
+        .to_string();
+    assert!(
+        err.contains("listeners[0].tls.hosts[0].key") && err.contains("server.key"),
+        "{err}"
+    );
+    assert_eq!(
+        get(addr, new_cfg, "test.com", "test.com", "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}

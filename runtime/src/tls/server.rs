@@ -309,6 +309,15 @@ impl TlsListener {
             let (Some(certs), Some(key)) = (certs, key) else {
                 continue;
             };
+            let key_file = source.resolve(&h.key);
+            if let Err(e) = provider.key_provider.load_private_key(key.clone_key()) {
+                errors.push(ConfigError::new(
+                    source,
+                    format!("{hp}.key"),
+                    format!("the key in {} cannot be used: {e}", key_file.display()),
+                ));
+                continue;
+            }
             let cert_path = format!("{hp}.certificate");
             check_validity(&certs, &cert_file, source, &cert_path, errors, warnings);
             check_server_names(&certs[0], &h.names, &cert_file, source, &cert_path, errors);
@@ -336,7 +345,8 @@ impl TlsListener {
                         source,
                         format!("{hp}.key"),
                         format!(
-                            "the key does not fit the certificate {}: {e}",
+                            "the key in {} does not fit the certificate {}: {e}",
+                            key_file.display(),
                             cert_file.display()
                         ),
                     ));
