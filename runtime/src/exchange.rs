@@ -60,8 +60,36 @@ pub struct TlsInfo {
     pub handshake_us: u64,
     /// The chain the client presented (DER, leaf first).
     pub client_chain: Vec<CertificateDer<'static>>,
-    /// The client certificate's fields.
-    pub client_cert: Option<CertInfo>,
+    /// The client certificate's fields, parsed (and, on an `optional` host,
+    /// verified) the first time something reads them: a connection whose
+    /// requests never look at the certificate pays nothing for it.
+    pub client_cert_cache: std::sync::OnceLock<Option<CertInfo>>,
+}
+
+impl TlsInfo {
+    /// The client certificate's fields, if one was presented. `required`
+    /// hosts verified the chain in the handshake; `optional` ones verify it
+    /// here, once per connection.
+    pub fn client_cert(&self) -> Option<&CertInfo> {
+        self.client_cert_cache
+            .get_or_init(|| {
+                let leaf = self.client_chain.first()?;
+                let auth = self
+                    .table
+                    .hosts
+                    .get(self.host_index)
+                    .and_then(|h| h.client_auth.as_deref());
+                let error = match auth {
+                    Some(a) if a.mode == crate::config::ClientCertMode::Optional => {
+                        a.check(&self.client_chain)
+                    }
+                    Some(_) => None,
+                    None => Some("the host does not ask for client certificates".to_string()),
+                };
+                CertInfo::parse(leaf.as_ref(), error.is_none(), error).ok()
+            })
+            .as_ref()
+    }
 }
 
 impl ConnInfo {

@@ -539,7 +539,7 @@ impl Drop for State {
                 alpn: tls.and_then(|t| t.alpn.as_deref()),
                 tls_version: tls.map(|t| t.version),
                 client_cert_sha256: tls
-                    .and_then(|t| t.client_cert.as_ref())
+                    .and_then(|t| t.client_cert())
                     .map(|c| c.thumbprint_sha256.as_str()),
                 method: fields.method.as_str(),
                 host: &host,

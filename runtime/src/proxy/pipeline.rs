@@ -203,7 +203,7 @@ fn start_trace(live: &Live, ex: &mut Exchange, host: &str, secrets: &crate::conf
                 Some(crate::config::ClientCertMode::Optional) => ("optional", true),
                 _ => ("off", false),
             };
-            let client_certificate = match &t.client_cert {
+            let client_certificate = match t.client_cert() {
                 None if !requested => json!({
                     "requested": false,
                     "why": "the host's client_certificate mode is off: the handshake did not ask for a certificate, so no client sends one",
@@ -404,7 +404,7 @@ async fn process(
         // Only a certificate the host verified is passed on: the upstream
         // takes these headers as the gateway's word.
         if let (Some(forward), Some(tls)) = (&api.data.forward_cert, &ex.conn.tls) {
-            if let Some(info) = tls.client_cert.as_ref().filter(|c| c.verified) {
+            if let Some(info) = tls.client_cert().filter(|c| c.verified) {
                 headers::forward_client_cert(h, forward, &tls.client_chain, info);
             }
         }

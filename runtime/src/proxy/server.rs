@@ -25,7 +25,6 @@ use tokio::sync::{watch, Notify};
 use super::snapshot::Live;
 use crate::config::Limits;
 use crate::exchange::{ConnInfo, TlsInfo};
-use crate::tls::certinfo::CertInfo;
 
 /// Reads a connection's ClientHello (and nothing more). A malformed one is
 /// answered with the alert rustls chooses.
@@ -267,20 +266,6 @@ async fn connection(
         .peer_certificates()
         .map(|c| c.to_vec())
         .unwrap_or_default();
-    // `required` hosts verified the chain in the handshake; `optional`
-    // ones verify it now, once, and requests go on either way.
-    let client_auth = table
-        .hosts
-        .get(host_index)
-        .and_then(|h| h.client_auth.clone());
-    let client_cert = client_chain.first().and_then(|leaf| {
-        let error = match &client_auth {
-            Some(a) if a.mode == crate::config::ClientCertMode::Optional => a.check(&client_chain),
-            Some(_) => None,
-            None => Some("the host does not ask for client certificates".to_string()),
-        };
-        CertInfo::parse(leaf.as_ref(), error.is_none(), error).ok()
-    });
     let info = TlsInfo {
         sni,
         alpn,
@@ -289,7 +274,7 @@ async fn connection(
         host_index,
         handshake_us,
         client_chain,
-        client_cert,
+        client_cert_cache: std::sync::OnceLock::new(),
     };
     let mut conn = ConnInfo::new(client, local, name, Some(info));
     conn.trusted_forwarder = trusted;

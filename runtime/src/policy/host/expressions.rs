@@ -282,7 +282,7 @@ pub fn evaluate(c: &Compiled, ex: &Exchange) -> Result<Cel, String> {
         ctx.add_variable_from_value("connection", m);
     }
     if c.uses.client_cert {
-        let cert = ex.conn.tls.as_ref().and_then(|t| t.client_cert.as_ref());
+        let cert = ex.conn.tls.as_ref().and_then(|t| t.client_cert());
         let v = match cert {
             None => Cel::Null,
             Some(c) => {

@@ -150,7 +150,7 @@ impl HostConnection for HostState {
     }
     fn client_certificate(&mut self, _: Resource<ConnectionView>) -> Option<ClientCertificate> {
         self.conn()
-            .and_then(|c| c.tls.as_ref()?.client_cert.as_ref().map(certificate))
+            .and_then(|c| c.tls.as_ref()?.client_cert().map(certificate))
     }
     fn client_certificate_chain(&mut self, _: Resource<ConnectionView>) -> Vec<Vec<u8>> {
         self.conn()
