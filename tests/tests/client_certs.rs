@@ -1028,3 +1028,107 @@ apis: [{name: app, path: /, upstream: echo}]
         200
     );
 }
+
+/// CRLs from a URL (the CA's distribution point): fetched at load, then
+/// refreshed while the gateway runs, so a revocation published by the CA
+/// applies without a reload. An unreachable URL at load refuses the
+/// config with `stale_crl: refuse` and is a warning with `accept`. (Two
+/// runtime threads: loading the config waits for the CA's server, which
+/// runs in this test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crls_from_a_url_are_refreshed_while_the_gateway_runs() {
+    let dir = TempDir::new("crl-url");
+    let pki = Pki::new("CRL URL Root");
+    pki.server(&dir, "server", &["test.com"]);
+    pki.write_ca(&dir, "ca.crt");
+    let keep = pki.client(&dir, "keep", &ClientSpec::new("keep", 31), "");
+    let doomed = pki.client(&dir, "doomed", &ClientSpec::new("doomed", 32), "");
+    let empty = std::fs::read(pki.crl(&dir, "empty.crl", &[], (2099, 1, 1))).unwrap();
+    let revoking = std::fs::read(pki.crl(&dir, "revoking.crl", &[32], (2099, 1, 1))).unwrap();
+    let served = Arc::new(std::sync::Mutex::new(empty));
+    let serving = served.clone();
+    let handler: gatehouse_tests::upstream::Handler = Arc::new(move |_req| {
+        let body = serving.lock().unwrap().clone();
+        Box::pin(async move { http::Response::new(gatehouse_tests::upstream::full(body)) })
+    });
+    let ca = gatehouse_tests::upstream::start(handler).await;
+    let yaml = |url: &str, stale: &str| {
+        format!(
+            r#"
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      hosts:
+        - names: [test.com]
+          certificate: server.crt
+          key: server.key
+          client_certificate:
+            mode: required
+            truststore: ca.crt
+            crl_urls: ["{url}"]
+            crl_refresh_seconds: 1
+            stale_crl: {stale}
+upstreams: {{echo: {{url: "builtin:echo"}}}}
+apis: [{{name: app, path: /, upstream: echo}}]
+"#
+        )
+    };
+    // Unreachable at load.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let nowhere = format!("http://{closed}/ca.crl");
+    let errors = Gw::build_errors(&dir, &yaml(&nowhere, "refuse")).join("\n");
+    assert!(
+        errors.contains("client_certificate.crl_urls[0]: cannot fetch the CRL: cannot connect to"),
+        "{errors}"
+    );
+    let path = dir.write("accept.yaml", yaml(&nowhere, "accept"));
+    let snapshot = gatehouse::gateway::check(Some(&path)).expect("accept starts without it");
+    assert!(
+        snapshot
+            .warnings
+            .iter()
+            .any(|w| w.to_string().contains("cannot fetch the CRL now")),
+        "{:?}",
+        snapshot.warnings
+    );
+    drop(snapshot);
+
+    let url = format!("http://{}/ca.crl", ca.addr);
+    let gw = Gw::start(dir, &yaml(&url, "refuse")).await;
+    let addr = gw.addr("tls");
+    let cfg = |c: &Issued| client_config(pki.roots(), Some(c), &["http/1.1"]);
+    assert_eq!(
+        get(addr, cfg(&doomed), "test.com", "test.com", "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    // The CA publishes a CRL that revokes `doomed`; no reload.
+    *served.lock().unwrap() = revoking;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let r = get(addr, cfg(&doomed), "test.com", "test.com", "/").await;
+        if r.is_err() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new CRL was never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        get(addr, cfg(&keep), "test.com", "test.com", "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert!(ca.requests() >= 2, "fetched at load and refreshed");
+}

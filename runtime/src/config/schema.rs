@@ -186,6 +186,14 @@ pub struct ClientCertificate {
     /// Certificate revocation lists (PEM or DER files).
     #[serde(default)]
     pub crls: Vec<PathBuf>,
+    /// CRLs to fetch over `http://` (a CA's distribution point): fetched
+    /// at load and every `crl_refresh_seconds`, swapped in while the
+    /// gateway runs.
+    #[serde(default)]
+    pub crl_urls: Vec<String>,
+    /// How often CRLs from `crl_urls` are fetched again. Default 3600.
+    #[serde(default = "default_crl_refresh")]
+    pub crl_refresh_seconds: u64,
     /// What a CRL past its next update means: `refuse` (default: a client
     /// certificate it covers is refused) or `accept` (it is used as it is,
     /// and a warning is logged at load).
@@ -195,6 +203,10 @@ pub struct ClientCertificate {
     /// intermediates and the root. Default 4.
     #[serde(default = "default_chain_depth")]
     pub max_chain_depth: usize,
+}
+
+fn default_crl_refresh() -> u64 {
+    3600
 }
 
 fn default_chain_depth() -> usize {

@@ -8,6 +8,7 @@
 
 pub mod certinfo;
 pub mod client;
+pub mod crl;
 pub mod pem;
 pub mod server;
 

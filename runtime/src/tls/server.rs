@@ -51,9 +51,52 @@ pub struct ClientAuth {
     pub mode: ClientCertMode,
     /// The truststore file, for messages.
     pub truststore: String,
-    verifier: Arc<dyn ClientCertVerifier>,
+    /// The verifier in force: rebuilt and swapped when CRLs fetched from
+    /// URLs change.
+    verifier: arc_swap::ArcSwap<VerifierHolder>,
+    /// The CA names sent in the CertificateRequest (from the truststore).
+    hints: Vec<DistinguishedName>,
     max_depth: usize,
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+    /// What a rebuild needs besides the CRLs from URLs.
+    parts: VerifierParts,
+}
+
+/// The verifier, behind the swap.
+#[derive(Debug)]
+struct VerifierHolder(Arc<dyn ClientCertVerifier>);
+
+/// The inputs of a host's verifier that do not change while it runs.
+#[derive(Debug)]
+struct VerifierParts {
+    roots: Arc<rustls::RootCertStore>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    file_crls: Vec<CertificateRevocationListDer<'static>>,
+    stale: StaleCrl,
+    mode: ClientCertMode,
+}
+
+impl VerifierParts {
+    fn build(
+        &self,
+        url_crls: &[CertificateRevocationListDer<'static>],
+    ) -> Result<Arc<dyn ClientCertVerifier>, String> {
+        let crls: Vec<_> = self.file_crls.iter().chain(url_crls).cloned().collect();
+        let mut b =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), self.provider.clone())
+                .with_crls(crls)
+                // A certificate whose issuer has no CRL here is not refused for
+                // that: CRLs are given for the CAs that publish them.
+                .allow_unknown_revocation_status();
+        if self.stale == StaleCrl::Refuse {
+            b = b.enforce_revocation_expiration();
+        }
+        if self.mode == ClientCertMode::Optional {
+            b = b.allow_unauthenticated();
+        }
+        b.build()
+            .map_err(|e| format!("cannot build the client-certificate verifier: {e}"))
+    }
 }
 
 /// Whether rustls refused a certificate for being X.509 v1.
@@ -110,7 +153,23 @@ impl ClientAuth {
             }
         }
         self.verifier
+            .load()
+            .0
             .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    /// Swaps in a verifier with the CRLs just fetched from the host's URLs
+    /// (and its file CRLs); a CRL that does not fit keeps the old one.
+    fn update_url_crls(&self, url_crls: Vec<CertificateRevocationListDer<'static>>) {
+        match self.parts.build(&url_crls) {
+            Ok(v) => {
+                self.verifier.store(Arc::new(VerifierHolder(v)));
+                tracing::debug!(truststore = %self.truststore, "CRLs refreshed from their URLs");
+            }
+            Err(e) => {
+                tracing::warn!("fetched CRLs not applied, the last good ones stay in force: {e}")
+            }
+        }
     }
 
     /// Verifies a chain after the handshake (`optional` mode): `None` when
@@ -197,7 +256,7 @@ impl ClientCertVerifier for ModeVerifier {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.0.verifier.root_hint_subjects()
+        &self.0.hints
     }
 
     fn verify_client_cert(
@@ -218,7 +277,11 @@ impl ClientCertVerifier for ModeVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verifier.verify_tls12_signature(message, cert, dss)
+        self.0
+            .verifier
+            .load()
+            .0
+            .verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -227,7 +290,8 @@ impl ClientCertVerifier for ModeVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        match self.0.verifier.verify_tls13_signature(message, cert, dss) {
+        let verifier = self.0.verifier.load();
+        match verifier.0.verify_tls13_signature(message, cert, dss) {
             // webpki reads no X.509 v1 certificate, not even for its key.
             // In `optional` mode such a client still proves it holds the
             // key (checked by rustls against the certificate's public
@@ -247,7 +311,7 @@ impl ClientCertVerifier for ModeVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.verifier.supported_verify_schemes()
+        self.0.verifier.load().0.supported_verify_schemes()
     }
 }
 
@@ -599,63 +663,107 @@ fn client_auth(
             }
         }
     }
-    let mut b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .with_crls(crls)
-        // A certificate whose issuer has no CRL here is not refused for
-        // that: CRLs are given for the CAs that publish them.
-        .allow_unknown_revocation_status();
-    if cc.stale_crl == StaleCrl::Refuse {
-        b = b.enforce_revocation_expiration();
+    // CRLs from URLs: fetched now; refreshed while the gateway runs.
+    let mut url_crls = Vec::new();
+    for (j, url) in cc.crl_urls.iter().enumerate() {
+        let key = format!("{path}.crl_urls[{j}]");
+        match super::crl::fetch_blocking(url) {
+            Ok(list) => {
+                for crl in list {
+                    lint_crl(&crl, std::path::Path::new(url), cc.stale_crl, source, &key, warnings);
+                    url_crls.push(crl);
+                }
+            }
+            Err(e) => match cc.stale_crl {
+                StaleCrl::Refuse => {
+                    errors.push(ConfigError::new(
+                        source,
+                        key,
+                        format!("cannot fetch the CRL: {e} (with stale_crl: refuse the host does not go without it; with accept the gateway starts and keeps trying)"),
+                    ));
+                    return None;
+                }
+                StaleCrl::Accept => warnings.push(ConfigError::new(
+                    source,
+                    key,
+                    format!("cannot fetch the CRL now: {e}; the host starts without it and keeps trying (stale_crl: accept)"),
+                )),
+            },
+        }
     }
-    if cc.mode == ClientCertMode::Optional {
-        b = b.allow_unauthenticated();
+    if cc.crl_refresh_seconds == 0 && !cc.crl_urls.is_empty() {
+        errors.push(ConfigError::new(
+            source,
+            format!("{path}.crl_refresh_seconds"),
+            "at least 1",
+        ));
+        return None;
     }
-    let verifier = match b.build() {
+    let parts = VerifierParts {
+        roots: Arc::new(roots),
+        provider: provider.clone(),
+        file_crls: crls,
+        stale: cc.stale_crl,
+        mode: cc.mode,
+    };
+    let verifier = match parts.build(&url_crls) {
         Ok(v) => v,
         Err(e) => {
-            errors.push(ConfigError::new(
-                source,
-                path,
-                format!("cannot build the client-certificate verifier: {e}"),
-            ));
+            errors.push(ConfigError::new(source, path, e));
             return None;
         }
     };
-    Some(Arc::new(ClientAuth {
+    let hints = verifier.root_hint_subjects().to_vec();
+    let auth = Arc::new(ClientAuth {
         mode: cc.mode,
         truststore: ts_file.display().to_string(),
-        verifier,
+        verifier: arc_swap::ArcSwap::from_pointee(VerifierHolder(verifier)),
+        hints,
         max_depth: cc.max_chain_depth,
         algorithms: provider.signature_verification_algorithms,
-    }))
+        parts,
+    });
+    if !cc.crl_urls.is_empty() {
+        super::crl::spawn_refresher(
+            Arc::downgrade(&auth),
+            cc.crl_urls.clone(),
+            std::time::Duration::from_secs(cc.crl_refresh_seconds),
+            |a: &ClientAuth, crls| a.update_url_crls(crls),
+        );
+    }
+    Some(auth)
 }
 
 /// Reads the CRLs of a file, PEM (`-----BEGIN X509 CRL-----`) or DER.
 fn read_crls(file: &std::path::Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
     let data = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    parse_crls(&data, &file.display().to_string())
+}
+
+/// Parses CRLs, PEM (one or more) or DER; `name` (a file or URL) is for
+/// messages.
+pub(super) fn parse_crls(
+    data: &[u8],
+    name: &str,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
     let list: Vec<CertificateRevocationListDer<'static>> = if data.starts_with(b"-----") {
-        CertificateRevocationListDer::pem_slice_iter(&data)
+        CertificateRevocationListDer::pem_slice_iter(data)
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("{} is not a valid PEM CRL file: {e:?}", file.display()))?
+            .map_err(|e| format!("{name} is not a valid PEM CRL file: {e:?}"))?
     } else {
-        vec![CertificateRevocationListDer::from(data)]
+        vec![CertificateRevocationListDer::from(data.to_vec())]
     };
     if list.is_empty() {
         return Err(format!(
-            "{} holds no CRL (expected -----BEGIN X509 CRL----- or DER)",
-            file.display()
+            "{name} holds no CRL (expected -----BEGIN X509 CRL----- or DER)"
         ));
     }
     for (i, c) in list.iter().enumerate() {
         if let Err(e) =
             x509_parser::revocation_list::CertificateRevocationList::from_der(c.as_ref())
         {
-            return Err(format!(
-                "{}: CRL #{} cannot be parsed: {e}",
-                file.display(),
-                i + 1
-            ));
+            return Err(format!("{name}: CRL #{} cannot be parsed: {e}", i + 1));
         }
     }
     Ok(list)
