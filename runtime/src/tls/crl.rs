@@ -88,7 +88,7 @@ async fn fetch(url: &str) -> Result<Vec<CertificateRevocationListDer<'static>>, 
     })
     .await
     .map_err(|_| format!("{url}: no answer within {} s", FETCH_TIMEOUT.as_secs()))??;
-    super::server::parse_crls(&fetched, url)
+    parse_crls(&fetched, url)
 }
 
 /// Keeps a host's URL CRLs fresh: every `every`, fetches them all and, if
@@ -153,4 +153,33 @@ pub fn spawn_refresher<T: Send + Sync + 'static>(
     if let Err(e) = spawned {
         tracing::error!("cannot start the CRL refresh thread: {e}");
     }
+}
+
+/// Parses CRLs, PEM (one or more) or DER; `name` (a file or URL) is for
+/// messages.
+pub fn parse_crls(
+    data: &[u8],
+    name: &str,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let list: Vec<CertificateRevocationListDer<'static>> = if data.starts_with(b"-----") {
+        CertificateRevocationListDer::pem_slice_iter(data)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{name} is not a valid PEM CRL file: {e:?}"))?
+    } else {
+        vec![CertificateRevocationListDer::from(data.to_vec())]
+    };
+    if list.is_empty() {
+        return Err(format!(
+            "{name} holds no CRL (expected -----BEGIN X509 CRL----- or DER)"
+        ));
+    }
+    for (i, c) in list.iter().enumerate() {
+        if let Err(e) =
+            <x509_parser::revocation_list::CertificateRevocationList as x509_parser::prelude::FromDer<_>>::from_der(c.as_ref())
+        {
+            return Err(format!("{name}: CRL #{} cannot be parsed: {e}", i + 1));
+        }
+    }
+    Ok(list)
 }

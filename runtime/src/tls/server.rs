@@ -737,36 +737,7 @@ fn client_auth(
 /// Reads the CRLs of a file, PEM (`-----BEGIN X509 CRL-----`) or DER.
 fn read_crls(file: &std::path::Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
     let data = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    parse_crls(&data, &file.display().to_string())
-}
-
-/// Parses CRLs, PEM (one or more) or DER; `name` (a file or URL) is for
-/// messages.
-pub(super) fn parse_crls(
-    data: &[u8],
-    name: &str,
-) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let list: Vec<CertificateRevocationListDer<'static>> = if data.starts_with(b"-----") {
-        CertificateRevocationListDer::pem_slice_iter(data)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{name} is not a valid PEM CRL file: {e:?}"))?
-    } else {
-        vec![CertificateRevocationListDer::from(data.to_vec())]
-    };
-    if list.is_empty() {
-        return Err(format!(
-            "{name} holds no CRL (expected -----BEGIN X509 CRL----- or DER)"
-        ));
-    }
-    for (i, c) in list.iter().enumerate() {
-        if let Err(e) =
-            x509_parser::revocation_list::CertificateRevocationList::from_der(c.as_ref())
-        {
-            return Err(format!("{name}: CRL #{} cannot be parsed: {e}", i + 1));
-        }
-    }
-    Ok(list)
+    super::crl::parse_crls(&data, &file.display().to_string())
 }
 
 /// A stale CRL is a warning at load: with `stale_crl: refuse` every
