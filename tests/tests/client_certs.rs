@@ -1132,3 +1132,185 @@ apis: [{{name: app, path: /, upstream: echo}}]
     );
     assert!(ca.requests() >= 2, "fetched at load and refreshed");
 }
+
+/// The algorithm floor: client certificates with an RSA-1024 key, or
+/// signed with SHA-1, are refused (`reason="algorithm"`), made with
+/// `openssl` as an operator would; an RSA-2048 SHA-256 one from the same
+/// CA passes. And `min_version: "1.3"` refuses a TLS 1.2-only client that
+/// the default accepts.
+#[tokio::test]
+async fn weak_client_certificates_and_old_tls_versions_are_refused() {
+    let dir = TempDir::new("floor");
+    let script = r#"set -e
+cat > ext.cnf <<'EOT'
+[ca]
+basicConstraints=critical,CA:TRUE
+keyUsage=critical,keyCertSign,cRLSign
+[client]
+basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth
+EOT
+openssl genrsa -out ca.key 2048 2>/dev/null
+openssl req -new -x509 -sha256 -days 3650 -key ca.key -subj "/CN=Floor CA" -config /dev/null -extensions ca -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" -out ca.crt 2>/dev/null || \
+  openssl req -new -x509 -sha256 -days 3650 -key ca.key -subj "/CN=Floor CA" -out ca.crt
+make() { # make NAME BITS DIGEST
+  openssl genrsa -out "$1.key" "$2" 2>/dev/null
+  openssl req -new -key "$1.key" -subj "/CN=$1" -out "$1.csr"
+  openssl x509 -req -"$3" -days 365 -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial \
+    -extfile ext.cnf -extensions client -out "$1.crt" 2>/dev/null
+}
+make good 2048 sha256
+make small 1024 sha256
+make sha1 2048 sha1
+"#;
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir.path())
+        .output()
+        .expect("bash and openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pki = Pki::new("Floor Server CA");
+    pki.server(&dir, "server", &["test.com", "modern.test.com"]);
+    let yaml = format!(
+        r#"
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      hosts:
+        - names: [test.com]
+          certificate: server.crt
+          key: server.key
+          client_certificate: {{mode: required, truststore: ca.crt}}
+  - name: modern
+    address: 127.0.0.1:0
+    tls:
+      min_version: "1.3"
+      hosts: [{{names: [modern.test.com], certificate: server.crt, key: server.key}}]
+upstreams: {{echo: {{url: "builtin:echo"}}}}
+{admin}
+apis: [{{name: app, path: /, upstream: echo}}]
+"#,
+        admin = admin_yaml()
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let addr = gw.addr("tls");
+    let issued = |name: &str| Issued {
+        cert: gw.dir.path().join(format!("{name}.crt")),
+        key: gw.dir.path().join(format!("{name}.key")),
+        der: rustls::pki_types::CertificateDer::from(Vec::new()),
+    };
+    let cfg = |name: &str| client_config(pki.roots(), Some(&issued(name)), &["http/1.1"]);
+    let r = get(addr, cfg("good"), "test.com", "test.com", "/").await;
+    assert_eq!(
+        r.map(|g| g.status).ok(),
+        Some(200),
+        "RSA-2048 with SHA-256 passes"
+    );
+    let r = get(addr, cfg("sha1"), "test.com", "test.com", "/").await;
+    assert!(r.is_err(), "a SHA-1-signed certificate was accepted: {r:?}");
+    // ring will not sign with an RSA-1024 key, so that client is openssl's.
+    let dir_path = gw.dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &addr.to_string(),
+                "-servername",
+                "test.com",
+            ])
+            .args(["-cert", "small.crt", "-key", "small.key", "-quiet"])
+            // Debian's default security level would refuse the key on the
+            // client side first.
+            .args(["-cipher", "DEFAULT@SECLEVEL=0"])
+            .current_dir(&dir_path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl s_client");
+        if let Some(mut i) = child.stdin.take() {
+            let _ = i.write_all(b"GET / HTTP/1.1\r\nhost: test.com\r\nconnection: close\r\n\r\n");
+        }
+        child.wait_with_output().expect("s_client output")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("200 OK"),
+        "an RSA-1024 certificate was accepted: {stdout}"
+    );
+    let m = metrics_with(&gw, &[failures("algorithm", 2)]).await;
+    assert!(m.contains(&failures("algorithm", 2)), "{m}");
+
+    // TLS versions.
+    let tls12 = |roots: rustls::RootCertStore| {
+        let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(c)
+    };
+    let r = get(
+        gw.addr("modern"),
+        tls12(pki.roots()),
+        "modern.test.com",
+        "modern.test.com",
+        "/",
+    )
+    .await;
+    assert!(r.is_err(), "TLS 1.2 on a 1.3-only listener: {r:?}");
+    let r = get(
+        gw.addr("modern"),
+        client_config(pki.roots(), None, &["http/1.1"]),
+        "modern.test.com",
+        "modern.test.com",
+        "/",
+    )
+    .await;
+    assert_eq!(r.map(|g| g.status).ok(), Some(200), "TLS 1.3 is served");
+    // The default accepts TLS 1.2 (the other listener, without a client
+    // certificate it is refused for that, so use a host that asks none).
+    let open = format!(
+        "listeners:\n  - name: tls\n    address: 127.0.0.1:0\n    tls: {{hosts: [{{names: [test.com], certificate: server.crt, key: server.key}}]}}\nupstreams: {{echo: {{url: \"builtin:echo\"}}}}\napis: [{{name: app, path: /, upstream: echo}}]\n"
+    );
+    let gw2 = Gw::start(
+        TempDir::new("floor-open"),
+        &open
+            .replace(
+                "server.crt",
+                &gw.dir.path().join("server.crt").display().to_string(),
+            )
+            .replace(
+                "server.key",
+                &gw.dir.path().join("server.key").display().to_string(),
+            ),
+    )
+    .await;
+    let r = get(
+        gw2.addr("tls"),
+        tls12(pki.roots()),
+        "test.com",
+        "test.com",
+        "/",
+    )
+    .await;
+    assert_eq!(
+        r.map(|g| g.status).ok(),
+        Some(200),
+        "TLS 1.2 is accepted by default"
+    );
+}
