@@ -1285,21 +1285,11 @@ apis: [{{name: app, path: /, upstream: echo}}]
     // The default accepts TLS 1.2 (the other listener, without a client
     // certificate it is refused for that, so use a host that asks none).
     let open = format!(
-        "listeners:\n  - name: tls\n    address: 127.0.0.1:0\n    tls: {{hosts: [{{names: [test.com], certificate: server.crt, key: server.key}}]}}\nupstreams: {{echo: {{url: \"builtin:echo\"}}}}\napis: [{{name: app, path: /, upstream: echo}}]\n"
+        "listeners:\n  - name: tls\n    address: 127.0.0.1:0\n    tls: {{hosts: [{{names: [test.com], certificate: {crt}, key: {key}}}]}}\nupstreams: {{echo: {{url: \"builtin:echo\"}}}}\napis: [{{name: app, path: /, upstream: echo}}]\n",
+        crt = gw.dir.path().join("server.crt").display(),
+        key = gw.dir.path().join("server.key").display(),
     );
-    let gw2 = Gw::start(
-        TempDir::new("floor-open"),
-        &open
-            .replace(
-                "server.crt",
-                &gw.dir.path().join("server.crt").display().to_string(),
-            )
-            .replace(
-                "server.key",
-                &gw.dir.path().join("server.key").display().to_string(),
-            ),
-    )
-    .await;
+    let gw2 = Gw::start(TempDir::new("floor-open"), &open).await;
     let r = get(
         gw2.addr("tls"),
         tls12(pki.roots()),
