@@ -22,6 +22,7 @@ const ADMIN_KEY: &str = "certs-admin-key";
 #[derive(Debug)]
 struct Got {
     status: u16,
+    headers: http::HeaderMap,
     body: String,
     resumed: bool,
     server_cn: String,
@@ -37,6 +38,18 @@ async fn get(
     sni: &str,
     host: &str,
     path: &str,
+) -> Result<Got, String> {
+    get_with(addr, cfg, sni, host, path, &[]).await
+}
+
+/// [`get`] with extra request headers.
+async fn get_with(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    sni: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
 ) -> Result<Got, String> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
@@ -55,52 +68,52 @@ async fn get(
         .unwrap_or_default();
     let h2 = conn.alpn_protocol() == Some(b"h2");
     let io = TokioIo::new(tls);
-    let (status, body, conn_task) = if h2 {
+    let (parts, body, conn_task) = if h2 {
         let (mut send, c) =
             hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
                 .await
                 .map_err(|e| format!("h2: {e}"))?;
         let conn_task = tokio::spawn(c);
-        let req = http::Request::get(format!("https://{host}{path}"))
+        let mut req = http::Request::get(format!("https://{host}{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
         let resp = send
             .send_request(req)
             .await
             .map_err(|e| format!("h2 request: {e}"))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?;
-        (status, body.to_bytes(), conn_task)
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| format!("body: {e}"))?;
+        (parts, body.to_bytes(), conn_task)
     } else {
         let (mut send, c) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| format!("h1: {e}"))?;
         let conn_task = tokio::spawn(c);
-        let req = http::Request::get(path)
-            .header("host", host)
+        let mut req = http::Request::get(path).header("host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
         let resp = send
             .send_request(req)
             .await
             .map_err(|e| format!("h1 request: {e}"))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?;
-        (status, body.to_bytes(), conn_task)
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| format!("body: {e}"))?;
+        (parts, body.to_bytes(), conn_task)
     };
     // The senders are dropped: the connection closes. Wait for it, so no
     // test leaves one open (a stopping gateway waits for its connections).
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn_task).await;
     Ok(Got {
-        status,
+        status: parts.status.as_u16(),
+        headers: parts.headers,
         body: String::from_utf8_lossy(&body).into_owned(),
         resumed,
         server_cn,
@@ -677,29 +690,18 @@ apis: [{{name: app, path: /, upstream: echo}}]
 
     // Optional: the request goes on, and the trace says why the
     // certificate is not verified.
-    let tcp = tokio::net::TcpStream::connect(gw.addr("tls"))
-        .await
-        .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(cfg)
-        .connect(ServerName::try_from("opt.test.com").unwrap(), tcp)
-        .await
-        .unwrap();
-    let (mut send, c) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(c);
-    let resp = send
-        .send_request(
-            http::Request::get("/")
-                .header("host", "opt.test.com")
-                .header("x-gatehouse-trace", "api7-trace-key")
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let id = resp.headers()["x-gatehouse-trace-id"]
+    let resp = get_with(
+        gw.addr("tls"),
+        cfg,
+        "opt.test.com",
+        "opt.test.com",
+        "/",
+        &[("x-gatehouse-trace", "api7-trace-key")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200);
+    let id = resp.headers["x-gatehouse-trace-id"]
         .to_str()
         .unwrap()
         .to_string();
@@ -811,34 +813,25 @@ apis:
         client_config(pki.roots(), Some(&stranger), &["http/1.1"]),
     ] {
         for path in ["/rfc", "/xfcc", "/none"] {
-            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let tls = tokio_rustls::TlsConnector::from(cfg.clone())
-                .connect(ServerName::try_from("test.com").unwrap(), tcp)
-                .await
-                .unwrap();
-            let (mut send, c) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                .await
-                .unwrap();
-            let task = tokio::spawn(c);
-            let resp = send
-                .send_request(
-                    http::Request::get(path)
-                        .header("host", "test.com")
-                        .header("client-cert", ":Zm9yZ2Vk:")
-                        .header("client-cert-chain", ":Zm9yZ2Vk:")
-                        .header(
-                            "x-forwarded-client-cert",
-                            "Hash=forged;Subject=\"CN=admin\"",
-                        )
-                        .body(Full::new(Bytes::new()))
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            drop(send);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
-            let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let r = get_with(
+                addr,
+                cfg.clone(),
+                "test.com",
+                "test.com",
+                path,
+                &[
+                    ("client-cert", ":Zm9yZ2Vk:"),
+                    ("client-cert-chain", ":Zm9yZ2Vk:"),
+                    (
+                        "x-forwarded-client-cert",
+                        "Hash=forged;Subject=\"CN=admin\"",
+                    ),
+                ],
+            )
+            .await
+            .unwrap();
+            let body = r.body;
+            let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
             for h in [
                 "client-cert",
                 "client-cert-chain",
