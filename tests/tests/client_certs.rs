@@ -554,6 +554,7 @@ async fn truststore_and_host_problems_are_reported_at_load() {
         twin_b.ca_pem
     );
     dir.write("bundle.crt", bundle);
+    pki.write_ca(&dir, "root.crt");
     let yaml = r#"
 listeners:
   - name: tls
@@ -570,6 +571,20 @@ listeners:
           certificate: server.crt
           key: server.key
           client_certificate: {mode: optional}
+        - names: [c.test.com]
+          certificate: server.crt
+          key: server.key
+          client_certificate:
+            mode: required
+            truststore: root.crt
+            algorithm_floor: {key_types: [ed25519]}
+        - names: [d.test.com]
+          certificate: server.crt
+          key: server.key
+          client_certificate:
+            mode: required
+            truststore: root.crt
+            algorithm_floor: {min_rsa_bits: 1024}
 upstreams: {echo: {url: "builtin:echo"}}
 apis: [{name: app, path: /, upstream: echo}]
 "#;
@@ -582,6 +597,9 @@ apis: [{name: app, path: /, upstream: echo}]
         "listeners[0].tls.hosts[0].certificate: the certificate in",
         "does not cover `api.test.com` (its names: test.com)",
         "listeners[0].tls.hosts[1].client_certificate.truststore: mode `optional` needs a truststore",
+        // A host's own, stricter floor applies to its truststore too.
+        "root.crt: certificate #1 (CN=Lint Root) is below the algorithm floor: its key is ECDSA P-256; this host accepts ed25519",
+        "listeners[0].tls.hosts[3].client_certificate.algorithm_floor.min_rsa_bits: 1024 is below 2048",
     ] {
         assert!(errors.contains(want), "missing `{want}` in:\n{errors}");
     }
@@ -1156,6 +1174,7 @@ make() { # make NAME BITS DIGEST
 make good 2048 sha256
 make small 1024 sha256
 make sha1 2048 sha1
+make strong 2048 sha384
 "#;
     let out = std::process::Command::new("bash")
         .arg("-c")
@@ -1169,7 +1188,16 @@ make sha1 2048 sha1
         String::from_utf8_lossy(&out.stderr)
     );
     let pki = Pki::new("Floor Server CA");
-    pki.server(&dir, "server", &["test.com", "modern.test.com"]);
+    pki.server(
+        &dir,
+        "server",
+        &[
+            "test.com",
+            "modern.test.com",
+            "strict.test.com",
+            "ec.test.com",
+        ],
+    );
     let yaml = format!(
         r#"
 listeners:
@@ -1181,6 +1209,13 @@ listeners:
           certificate: server.crt
           key: server.key
           client_certificate: {{mode: required, truststore: ca.crt}}
+        - names: [strict.test.com]
+          certificate: server.crt
+          key: server.key
+          client_certificate:
+            mode: required
+            truststore: ca.crt
+            algorithm_floor: {{min_signature_hash: sha384}}
   - name: modern
     address: 127.0.0.1:0
     tls:
@@ -1191,6 +1226,17 @@ upstreams: {{echo: {{url: "builtin:echo"}}}}
 apis: [{{name: app, path: /, upstream: echo}}]
 "#,
         admin = admin_yaml()
+    );
+    // The floor holds for the truststore too: an RSA-2048 CA on a host
+    // that wants 3072 bits is a load error.
+    let errors = Gw::build_errors(
+        &dir,
+        &yaml.replace("min_signature_hash: sha384", "min_rsa_bits: 3072"),
+    )
+    .join("\n");
+    assert!(
+        errors.contains("ca.crt: certificate #1 (CN=Floor CA) is below the algorithm floor: its RSA key has 2048 bits (at least 3072)"),
+        "{errors}"
     );
     let gw = Gw::start(dir, &yaml).await;
     let addr = gw.addr("tls");
@@ -1208,6 +1254,26 @@ apis: [{{name: app, path: /, upstream: echo}}]
     );
     let r = get(addr, cfg("sha1"), "test.com", "test.com", "/").await;
     assert!(r.is_err(), "a SHA-1-signed certificate was accepted: {r:?}");
+    // A stricter floor of the host's own: the SHA-256-signed certificate
+    // that test.com accepts is refused on strict.test.com.
+    let r = get(addr, cfg("good"), "strict.test.com", "strict.test.com", "/").await;
+    assert!(
+        r.is_err(),
+        "a SHA-256-signed certificate passed min_signature_hash: sha384: {r:?}"
+    );
+    let r = get(
+        addr,
+        cfg("strong"),
+        "strict.test.com",
+        "strict.test.com",
+        "/",
+    )
+    .await;
+    assert_eq!(
+        r.map(|g| g.status).ok(),
+        Some(200),
+        "a SHA-384-signed one passes it"
+    );
     // ring will not sign with an RSA-1024 key, so that client is openssl's.
     let dir_path = gw.dir.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
@@ -1242,8 +1308,8 @@ apis: [{{name: app, path: /, upstream: echo}}]
         !stdout.contains("200 OK"),
         "an RSA-1024 certificate was accepted: {stdout}"
     );
-    let m = metrics_with(&gw, &[failures("algorithm", 2)]).await;
-    assert!(m.contains(&failures("algorithm", 2)), "{m}");
+    let m = metrics_with(&gw, &[failures("algorithm", 3)]).await;
+    assert!(m.contains(&failures("algorithm", 3)), "{m}");
 
     // TLS versions.
     let tls12 = |roots: rustls::RootCertStore| {

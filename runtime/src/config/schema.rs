@@ -203,6 +203,94 @@ pub struct ClientCertificate {
     /// intermediates and the root. Default 4.
     #[serde(default = "default_chain_depth")]
     pub max_chain_depth: usize,
+    /// A stricter algorithm floor than the default (SHA-256 or stronger;
+    /// RSA of 2048 bits or more; ECDSA P-256 or P-384; Ed25519), for the
+    /// client's chain and the truststore.
+    #[serde(default)]
+    pub algorithm_floor: AlgorithmFloor,
+}
+
+/// The key types, RSA size and signature hashes a host accepts in client
+/// chains and its truststore. It can only be raised above the default.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AlgorithmFloor {
+    /// The fewest RSA modulus bits. Default 2048 (also the least allowed).
+    #[serde(default = "default_min_rsa_bits")]
+    pub min_rsa_bits: usize,
+    /// The key types accepted, of `rsa`, `ecdsa_p256`, `ecdsa_p384`,
+    /// `ed25519`. Default: all four.
+    #[serde(default = "default_key_types")]
+    pub key_types: Vec<FloorKeyType>,
+    /// The weakest hash a certificate may be signed with: `sha256`
+    /// (default), `sha384` or `sha512`.
+    #[serde(default)]
+    pub min_signature_hash: FloorHash,
+}
+
+impl Default for AlgorithmFloor {
+    fn default() -> Self {
+        AlgorithmFloor {
+            min_rsa_bits: default_min_rsa_bits(),
+            key_types: default_key_types(),
+            min_signature_hash: FloorHash::default(),
+        }
+    }
+}
+
+fn default_min_rsa_bits() -> usize {
+    2048
+}
+
+fn default_key_types() -> Vec<FloorKeyType> {
+    FloorKeyType::ALL.to_vec()
+}
+
+/// A key type of the algorithm floor.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FloorKeyType {
+    /// RSA (of at least `min_rsa_bits`).
+    Rsa,
+    /// ECDSA on P-256.
+    EcdsaP256,
+    /// ECDSA on P-384.
+    EcdsaP384,
+    /// Ed25519.
+    Ed25519,
+}
+
+impl FloorKeyType {
+    /// Every key type, the default.
+    pub const ALL: [FloorKeyType; 4] = [
+        FloorKeyType::Rsa,
+        FloorKeyType::EcdsaP256,
+        FloorKeyType::EcdsaP384,
+        FloorKeyType::Ed25519,
+    ];
+
+    /// The name in the config.
+    pub fn config_name(self) -> &'static str {
+        match self {
+            FloorKeyType::Rsa => "rsa",
+            FloorKeyType::EcdsaP256 => "ecdsa_p256",
+            FloorKeyType::EcdsaP384 => "ecdsa_p384",
+            FloorKeyType::Ed25519 => "ed25519",
+        }
+    }
+}
+
+/// The weakest signature hash of the algorithm floor.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FloorHash {
+    /// SHA-256 or stronger.
+    #[default]
+    Sha256,
+    /// SHA-384 or stronger.
+    Sha384,
+    /// SHA-512.
+    Sha512,
 }
 
 fn default_crl_refresh() -> u64 {

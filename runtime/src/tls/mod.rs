@@ -9,6 +9,7 @@
 pub mod certinfo;
 pub mod client;
 pub mod crl;
+pub mod floor;
 pub mod pem;
 pub mod server;
 
@@ -45,6 +46,8 @@ pub fn failure_reason(e: &std::io::Error) -> &'static str {
                 let inner: &(dyn std::error::Error + 'static) = &*o.0;
                 if inner.is::<server::ChainTooDeep>() {
                     "chain_too_deep"
+                } else if inner.is::<floor::BelowFloor>() {
+                    "algorithm"
                 } else if matches!(
                     inner.downcast_ref::<webpki::Error>(),
                     Some(webpki::Error::UnsupportedCertVersion)

@@ -57,6 +57,9 @@ pub struct ClientAuth {
     /// The CA names sent in the CertificateRequest (from the truststore).
     hints: Vec<DistinguishedName>,
     max_depth: usize,
+    /// A floor stricter than webpki's own, checked after it; `None` for
+    /// the default.
+    floor: Option<super::floor::Floor>,
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
     /// What a rebuild needs besides the CRLs from URLs.
     parts: VerifierParts,
@@ -152,10 +155,21 @@ impl ClientAuth {
                 ));
             }
         }
-        self.verifier
+        let verified = self
+            .verifier
             .load()
             .0
-            .verify_client_cert(end_entity, intermediates, now)
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if let Some(floor) = &self.floor {
+            let chain = std::iter::once(end_entity.as_ref())
+                .chain(intermediates.iter().map(|c| c.as_ref()));
+            floor.check_chain(chain).map_err(|e| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                    rustls::OtherError(Arc::new(e)),
+                ))
+            })?;
+        }
+        Ok(verified)
     }
 
     /// Swaps in a verifier with the CRLs just fetched from the host's URLs
@@ -209,6 +223,8 @@ pub fn explain_client_cert_error(e: &rustls::Error, truststore: &str) -> String 
                 let inner: &(dyn std::error::Error + 'static) = &*o.0;
                 if let Some(d) = inner.downcast_ref::<ChainTooDeep>() {
                     d.to_string()
+                } else if let Some(f) = inner.downcast_ref::<super::floor::BelowFloor>() {
+                    f.to_string()
                 } else if let Some(w) = inner.downcast_ref::<webpki::Error>() {
                     explain_webpki(w)
                 } else {
@@ -311,7 +327,11 @@ impl ClientCertVerifier for ModeVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.verifier.load().0.supported_verify_schemes()
+        let mut schemes = self.0.verifier.load().0.supported_verify_schemes();
+        if let Some(floor) = &self.0.floor {
+            schemes.retain(|s| floor.allows_scheme(*s));
+        }
+        schemes
     }
 }
 
@@ -626,8 +646,19 @@ fn client_auth(
             return None;
         }
     };
+    let floor = match super::floor::Floor::from_config(&cc.algorithm_floor) {
+        Ok(f) => f,
+        Err((key, why)) => {
+            errors.push(ConfigError::new(
+                source,
+                format!("{path}.algorithm_floor.{key}"),
+                why,
+            ));
+            return None;
+        }
+    };
     let before = errors.len();
-    lint_truststore(&certs, &ts_file, source, &ts_path, errors);
+    lint_truststore(&certs, &ts_file, &floor, source, &ts_path, errors);
     if errors.len() > before {
         return None;
     }
@@ -720,6 +751,7 @@ fn client_auth(
         verifier: arc_swap::ArcSwap::from_pointee(VerifierHolder(verifier)),
         hints,
         max_depth: cc.max_chain_depth,
+        floor: (!floor.is_default()).then_some(floor),
         algorithms: provider.signature_verification_algorithms,
         parts,
     });
@@ -789,58 +821,13 @@ fn day(t: i64) -> String {
     )
 }
 
-/// Whether a certificate's key and signature meet the floor: RSA of 2048
-/// bits or more, ECDSA on P-256 or P-384, Ed25519; a signature with
-/// SHA-256 or stronger (a self-signed root's own signature is not checked
-/// by anyone, and is not judged).
-fn below_floor(c: &X509Certificate<'_>) -> Option<String> {
-    use x509_parser::public_key::PublicKey;
-    match c.public_key().parsed() {
-        Ok(PublicKey::RSA(rsa)) => {
-            let bits = rsa.key_size();
-            if bits < 2048 {
-                return Some(format!("its RSA key has {bits} bits (at least 2048)"));
-            }
-        }
-        Ok(PublicKey::EC(_)) => {
-            let curve = c
-                .public_key()
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok());
-            let p256 = x509_parser::oid_registry::OID_EC_P256;
-            let p384 = x509_parser::oid_registry::OID_NIST_EC_P384;
-            if curve.as_ref() != Some(&p256) && curve.as_ref() != Some(&p384) {
-                return Some("its ECDSA key is not on P-256 or P-384".into());
-            }
-        }
-        _ => {}
-    }
-    let self_signed = c.subject().as_raw() == c.issuer().as_raw();
-    let alg = c.signature_algorithm.algorithm.to_id_string();
-    const WEAK: [(&str, &str); 4] = [
-        ("1.2.840.113549.1.1.5", "SHA-1 with RSA"),
-        ("1.2.840.113549.1.1.4", "MD5 with RSA"),
-        ("1.2.840.10045.4.1", "ECDSA with SHA-1"),
-        ("1.2.840.10040.4.3", "DSA with SHA-1"),
-    ];
-    if !self_signed {
-        if let Some((_, name)) = WEAK.iter().find(|(oid, _)| *oid == alg) {
-            return Some(format!(
-                "it is signed with {name} (SHA-256 or stronger is the floor)"
-            ));
-        }
-    }
-    None
-}
-
 /// The truststore lints: every certificate valid now, a CA, at or above
 /// the algorithm floor, and no two with one subject and different issuers
 /// (which makes the chain a client gets ambiguous).
 fn lint_truststore(
     certs: &[CertificateDer<'static>],
     file: &std::path::Path,
+    floor: &super::floor::Floor,
     source: &Source,
     path: &str,
     errors: &mut Vec<ConfigError>,
@@ -893,7 +880,7 @@ fn lint_truststore(
                 ));
             }
         }
-        if let Some(why) = below_floor(c) {
+        if let Some(why) = floor.judge(c) {
             errors.push(ConfigError::new(
                 source,
                 path,
