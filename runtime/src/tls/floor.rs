@@ -358,8 +358,10 @@ mod tests {
 
     #[test]
     fn a_looser_or_empty_floor_is_a_config_error() {
-        let mut c = AlgorithmFloor::default();
-        c.min_rsa_bits = 1024;
+        let c = AlgorithmFloor {
+            min_rsa_bits: 1024,
+            ..AlgorithmFloor::default()
+        };
         assert_eq!(Floor::from_config(&c).unwrap_err().0, "min_rsa_bits");
         let mut c = AlgorithmFloor::default();
         c.key_types.clear();
