@@ -1,5 +1,5 @@
 //! Builds the guest components the tests load from `.wasm` paths: the
-//! example custom policy and the misbehaving fixture.
+//! example custom policy and the test fixtures of `tests/guests`.
 
 use std::path::PathBuf;
 
@@ -18,6 +18,8 @@ fn main() {
         workspace.join("tests/guests/future-contract/src"),
         workspace.join("tests/guests/future-contract/wit"),
         workspace.join("tests/guests/future-contract/Cargo.toml"),
+        workspace.join("tests/guests/cert-facts/src"),
+        workspace.join("tests/guests/cert-facts/Cargo.toml"),
         workspace.join("guest-sdk/src"),
         workspace.join("wit"),
     ]);
@@ -29,6 +31,7 @@ fn main() {
             "policy-api-key",
             "policy-misbehave",
             "policy-future-contract",
+            "policy-cert-facts",
         ],
     );
     println!(
@@ -42,5 +45,9 @@ fn main() {
     println!(
         "cargo:rustc-env=GATEHOUSE_TEST_FUTURE_CONTRACT_WASM={}",
         built[2].display()
+    );
+    println!(
+        "cargo:rustc-env=GATEHOUSE_TEST_CERT_FACTS_WASM={}",
+        built[3].display()
     );
 }

@@ -177,6 +177,9 @@ pub struct TestConnection {
     pub client_certificate: Option<ClientCertificate>,
     /// Client certificate chain (DER).
     pub chain: Vec<Vec<u8>>,
+    /// The verified chain's issuer thumbprints `(sha1, sha256)`, as the
+    /// gateway reports them for a verified certificate.
+    pub issuer_thumbprints: Option<(String, String)>,
 }
 
 impl Default for TestConnection {
@@ -189,6 +192,7 @@ impl Default for TestConnection {
             tls_version: Some("TLSv1.3".into()),
             client_certificate: None,
             chain: Vec::new(),
+            issuer_thumbprints: None,
         }
     }
 }
@@ -214,6 +218,68 @@ impl TestConnection {
     }
     pub(crate) fn client_certificate_chain(&self) -> Vec<Vec<u8>> {
         self.chain.clone()
+    }
+    pub(crate) fn has_client_certificate(&self) -> bool {
+        self.client_certificate.is_some()
+    }
+    fn with_cert<T>(&self, f: impl FnOnce(&ClientCertificate) -> T) -> Option<T> {
+        self.client_certificate.as_ref().map(f)
+    }
+    pub(crate) fn client_cert_subject(&self) -> Option<String> {
+        self.with_cert(|c| c.subject.clone())
+    }
+    pub(crate) fn client_cert_issuer(&self) -> Option<String> {
+        self.with_cert(|c| c.issuer.clone())
+    }
+    pub(crate) fn client_cert_common_name(&self) -> Option<String> {
+        self.with_cert(|c| c.common_name.clone()).flatten()
+    }
+    pub(crate) fn client_cert_serial(&self) -> Option<String> {
+        self.with_cert(|c| c.serial.clone())
+    }
+    pub(crate) fn client_cert_thumbprint_sha1(&self) -> Option<String> {
+        self.with_cert(|c| c.thumbprint_sha1.clone())
+    }
+    pub(crate) fn client_cert_thumbprint_sha256(&self) -> Option<String> {
+        self.with_cert(|c| c.thumbprint_sha256.clone())
+    }
+    pub(crate) fn client_cert_not_before(&self) -> Option<i64> {
+        self.with_cert(|c| c.not_before)
+    }
+    pub(crate) fn client_cert_not_after(&self) -> Option<i64> {
+        self.with_cert(|c| c.not_after)
+    }
+    pub(crate) fn client_cert_dns_names(&self) -> Vec<String> {
+        self.with_cert(|c| c.dns_names.clone()).unwrap_or_default()
+    }
+    pub(crate) fn client_cert_uris(&self) -> Vec<String> {
+        self.with_cert(|c| c.uris.clone()).unwrap_or_default()
+    }
+    pub(crate) fn client_cert_ip_addresses(&self) -> Vec<String> {
+        self.with_cert(|c| c.ip_addresses.clone())
+            .unwrap_or_default()
+    }
+    pub(crate) fn client_cert_emails(&self) -> Vec<String> {
+        self.with_cert(|c| c.emails.clone()).unwrap_or_default()
+    }
+    pub(crate) fn client_cert_verified(&self) -> Option<bool> {
+        self.with_cert(|c| c.verified)
+    }
+    pub(crate) fn client_cert_verify_error(&self) -> Option<String> {
+        self.with_cert(|c| c.verify_error.clone()).flatten()
+    }
+    pub(crate) fn client_cert_issuer_thumbprint_sha1(&self) -> Option<String> {
+        self.verified_issuer().map(|t| t.0.clone())
+    }
+    pub(crate) fn client_cert_issuer_thumbprint_sha256(&self) -> Option<String> {
+        self.verified_issuer().map(|t| t.1.clone())
+    }
+    fn verified_issuer(&self) -> Option<&(String, String)> {
+        if self.client_cert_verified() == Some(true) {
+            self.issuer_thumbprints.as_ref()
+        } else {
+            None
+        }
     }
 }
 
@@ -279,6 +345,7 @@ struct State {
     traces: Vec<String>,
     expressions: HashMap<String, Value>,
     now_millis: u64,
+    reads_client_certificate: bool,
 }
 
 thread_local! {
@@ -383,6 +450,13 @@ pub fn set_expression_value(source: &str, value: Value) {
     STATE.with(|s| s.borrow_mut().expressions.insert(source.into(), value));
 }
 
+/// Whether the policy built on this thread declared that it reads the
+/// client certificate ([`crate::declarations::reads_client_certificate`]).
+/// [`reset`] clears it.
+pub fn declared_reads_client_certificate() -> bool {
+    STATE.with(|s| s.borrow().reads_client_certificate)
+}
+
 /// Sets the wall clock seen by [`crate::host::now_millis`].
 pub fn set_now_millis(ms: u64) {
     STATE.with(|s| s.borrow_mut().now_millis = ms);
@@ -421,6 +495,14 @@ impl TestExpression {
     }
     pub(crate) fn source(&self) -> String {
         self.0.clone()
+    }
+}
+
+#[doc(hidden)]
+pub mod declarations {
+    use super::STATE;
+    pub fn reads_client_certificate() {
+        STATE.with(|s| s.borrow_mut().reads_client_certificate = true);
     }
 }
 

@@ -182,4 +182,77 @@ impl Connection<'_> {
     pub fn client_certificate_chain(&self) -> Vec<Vec<u8>> {
         self.0.client_certificate_chain()
     }
+
+    // Field by field (contract 0.1.2): each call copies one field.
+
+    /// Whether the client presented a certificate (nothing is parsed).
+    pub fn has_client_certificate(&self) -> bool {
+        self.0.has_client_certificate()
+    }
+    /// The subject DN, RFC 4514.
+    pub fn client_cert_subject(&self) -> Option<String> {
+        self.0.client_cert_subject()
+    }
+    /// The issuer DN, RFC 4514.
+    pub fn client_cert_issuer(&self) -> Option<String> {
+        self.0.client_cert_issuer()
+    }
+    /// The subject's first common name.
+    pub fn client_cert_common_name(&self) -> Option<String> {
+        self.0.client_cert_common_name()
+    }
+    /// The serial number, lower-case hex.
+    pub fn client_cert_serial(&self) -> Option<String> {
+        self.0.client_cert_serial()
+    }
+    /// SHA-1 of the DER certificate, lower-case hex.
+    pub fn client_cert_thumbprint_sha1(&self) -> Option<String> {
+        self.0.client_cert_thumbprint_sha1()
+    }
+    /// SHA-256 of the DER certificate, lower-case hex.
+    pub fn client_cert_thumbprint_sha256(&self) -> Option<String> {
+        self.0.client_cert_thumbprint_sha256()
+    }
+    /// Start of validity, Unix seconds.
+    pub fn client_cert_not_before(&self) -> Option<i64> {
+        self.0.client_cert_not_before()
+    }
+    /// End of validity, Unix seconds.
+    pub fn client_cert_not_after(&self) -> Option<i64> {
+        self.0.client_cert_not_after()
+    }
+    /// DNS subject alternative names.
+    pub fn client_cert_dns_names(&self) -> Vec<String> {
+        self.0.client_cert_dns_names()
+    }
+    /// URI subject alternative names.
+    pub fn client_cert_uris(&self) -> Vec<String> {
+        self.0.client_cert_uris()
+    }
+    /// IP address subject alternative names, in text form.
+    pub fn client_cert_ip_addresses(&self) -> Vec<String> {
+        self.0.client_cert_ip_addresses()
+    }
+    /// Email subject alternative names.
+    pub fn client_cert_emails(&self) -> Vec<String> {
+        self.0.client_cert_emails()
+    }
+    /// Whether the host's truststore verified the chain; none without a
+    /// certificate.
+    pub fn client_cert_verified(&self) -> Option<bool> {
+        self.0.client_cert_verified()
+    }
+    /// Why the chain did not verify.
+    pub fn client_cert_verify_error(&self) -> Option<String> {
+        self.0.client_cert_verify_error()
+    }
+    /// SHA-1 of the certificate that issued the client's on the verified
+    /// path (an intermediate, or the truststore CA); none unless verified.
+    pub fn client_cert_issuer_thumbprint_sha1(&self) -> Option<String> {
+        self.0.client_cert_issuer_thumbprint_sha1()
+    }
+    /// SHA-256 of that issuing certificate.
+    pub fn client_cert_issuer_thumbprint_sha256(&self) -> Option<String> {
+        self.0.client_cert_issuer_thumbprint_sha256()
+    }
 }

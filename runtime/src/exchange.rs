@@ -64,6 +64,9 @@ pub struct TlsInfo {
     /// verified) the first time something reads them: a connection whose
     /// requests never look at the certificate pays nothing for it.
     pub client_cert_cache: std::sync::OnceLock<Option<CertInfo>>,
+    /// The verified chain's issuer of the client certificate, found the
+    /// first time something asks.
+    pub issuer_cache: std::sync::OnceLock<Option<crate::tls::server::IssuerPrints>>,
 }
 
 impl TlsInfo {
@@ -87,6 +90,28 @@ impl TlsInfo {
                     None => Some("the host does not ask for client certificates".to_string()),
                 };
                 CertInfo::parse(leaf.as_ref(), error.is_none(), error).ok()
+            })
+            .as_ref()
+    }
+}
+
+impl TlsInfo {
+    /// The thumbprints of the certificate that issued the client's
+    /// certificate on the path the host's truststore verified; `None`
+    /// without a certificate or when it does not verify. Worked out once
+    /// per connection, when first asked.
+    pub fn verified_issuer(&self) -> Option<&crate::tls::server::IssuerPrints> {
+        self.issuer_cache
+            .get_or_init(|| {
+                if !self.client_cert()?.verified {
+                    return None;
+                }
+                self.table
+                    .hosts
+                    .get(self.host_index)?
+                    .client_auth
+                    .as_deref()?
+                    .verified_issuer(&self.client_chain)
             })
             .as_ref()
     }

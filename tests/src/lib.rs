@@ -32,6 +32,12 @@ pub fn future_contract_wasm() -> &'static str {
     env!("GATEHOUSE_TEST_FUTURE_CONTRACT_WASM")
 }
 
+/// The fixture that reads the client certificate field by field
+/// (`tests/guests/cert-facts`, contract 0.1.2).
+pub fn cert_facts_wasm() -> &'static str {
+    env!("GATEHOUSE_TEST_CERT_FACTS_WASM")
+}
+
 /// The example custom policy as built against the 0.1.0 contract of the
 /// foundation, checked in: a compiled policy must keep loading.
 pub fn api_key_contract_0_1_0_wasm() -> std::path::PathBuf {

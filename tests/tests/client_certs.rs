@@ -1363,3 +1363,208 @@ apis: [{{name: app, path: /, upstream: echo}}]
         "TLS 1.2 is accepted by default"
     );
 }
+
+fn hex_digest(alg: &'static ring::digest::Algorithm, der: &[u8]) -> String {
+    ring::digest::digest(alg, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Contract 0.1.2: a policy reads the certificate field by field
+/// (`tests/guests/cert-facts`), and each field is the certificate's own —
+/// including the verified path's issuer: the intermediate for a chain
+/// through one, the truststore's root for a certificate it issued, and
+/// nothing for a chain that does not verify (`optional` mode lets it
+/// through, marked unverified with the reason).
+#[tokio::test]
+async fn policies_read_the_certificate_field_by_field_with_the_verified_issuer() {
+    let dir = TempDir::new("cert-facts");
+    let pki = Pki::new("Facts Root");
+    pki.server(&dir, "server", &["test.com"]);
+    pki.write_ca(&dir, "ca.crt");
+    let inter = pki.intermediate("Facts Intermediate");
+    let direct = pki.client(
+        &dir,
+        "direct",
+        &ClientSpec::new("direct, O=Forged", 0x2a),
+        "",
+    );
+    let via = inter.client(&dir, "via", &ClientSpec::new("via", 7), &inter.ca_pem);
+    let stranger =
+        Pki::new("Stranger Root").client(&dir, "stranger", &ClientSpec::new("stranger", 9), "");
+    let yaml = format!(
+        r#"
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      hosts:
+        - names: [test.com]
+          certificate: server.crt
+          key: server.key
+          client_certificate: {{mode: optional, truststore: ca.crt}}
+upstreams: {{echo: {{url: "builtin:echo"}}}}
+custom_policies:
+  cert-facts: {{wasm: "{wasm}"}}
+apis:
+  - name: app
+    path: /
+    upstream: echo
+    policies: {{inbound: [cert-facts]}}
+  - name: cel
+    path: /cel
+    upstream: echo
+    policies:
+      inbound:
+        - set-header:
+            name: x-issuer
+            expression: "client_cert == null ? 'none' : client_cert.verified ? client_cert.issuer_thumbprint_sha256 : client_cert.verify_error"
+"#,
+        wasm = gatehouse_tests::cert_facts_wasm()
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let addr = gw.addr("tls");
+    let facts = |c: Option<&Issued>| {
+        let cfg = client_config(pki.roots(), c, &["h2"]);
+        async move {
+            let r = get(addr, cfg, "test.com", "test.com", "/")
+                .await
+                .expect("request");
+            assert_eq!(r.status, 200, "{}", r.body);
+            serde_json::from_str::<serde_json::Value>(&r.body).expect("json")
+        }
+    };
+    let sha1 = |der: &[u8]| hex_digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
+    let sha256 = |der: &[u8]| hex_digest(&ring::digest::SHA256, der);
+
+    let f = facts(Some(&direct)).await;
+    assert_eq!(f["present"], true, "{f}");
+    assert_eq!(f["subject"], "CN=direct\\, O\\=Forged", "{f}");
+    assert_eq!(f["issuer"], "CN=Facts Root", "{f}");
+    assert_eq!(f["common_name"], "direct, O=Forged", "{f}");
+    assert_eq!(f["serial"], "2a", "{f}");
+    assert_eq!(f["thumbprint_sha1"], sha1(direct.der.as_ref()), "{f}");
+    assert_eq!(f["thumbprint_sha256"], sha256(direct.der.as_ref()), "{f}");
+    assert!(
+        f["not_before"].as_i64().unwrap() < f["not_after"].as_i64().unwrap(),
+        "{f}"
+    );
+    assert_eq!(f["verified"], true, "{f}");
+    assert_eq!(f["verify_error"], serde_json::Value::Null, "{f}");
+    assert_eq!(
+        f["issuer_thumbprint_sha1"],
+        sha1(pki.ca_der.as_ref()),
+        "the root issued it: {f}"
+    );
+    assert_eq!(
+        f["issuer_thumbprint_sha256"],
+        sha256(pki.ca_der.as_ref()),
+        "{f}"
+    );
+
+    let f = facts(Some(&via)).await;
+    assert_eq!(f["issuer"], "CN=Facts Intermediate", "{f}");
+    assert_eq!(f["verified"], true, "{f}");
+    assert_eq!(
+        f["issuer_thumbprint_sha256"],
+        sha256(inter.ca_der.as_ref()),
+        "the intermediate issued it, not the root: {f}"
+    );
+    assert_eq!(
+        f["issuer_thumbprint_sha1"],
+        sha1(inter.ca_der.as_ref()),
+        "{f}"
+    );
+
+    let f = facts(Some(&stranger)).await;
+    assert_eq!(f["present"], true, "{f}");
+    assert_eq!(f["verified"], false, "{f}");
+    assert!(
+        f["verify_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not issued by a CA in the host's truststore"),
+        "{f}"
+    );
+    assert_eq!(
+        f["issuer_thumbprint_sha256"],
+        serde_json::Value::Null,
+        "unverified: {f}"
+    );
+
+    let f = facts(None).await;
+    assert_eq!(f["present"], false, "{f}");
+    for k in [
+        "subject",
+        "serial",
+        "thumbprint_sha256",
+        "verified",
+        "issuer_thumbprint_sha1",
+    ] {
+        assert_eq!(f[k], serde_json::Value::Null, "{k}: {f}");
+    }
+    assert_eq!(f["dns_names"], serde_json::json!([]), "{f}");
+
+    // Expressions see the same: `client_cert.issuer_thumbprint_sha256`.
+    let cel = |c: Option<&Issued>| {
+        let cfg = client_config(pki.roots(), c, &["h2"]);
+        async move {
+            let r = get(addr, cfg, "test.com", "test.com", "/cel")
+                .await
+                .expect("request");
+            let echo: serde_json::Value = serde_json::from_str(&r.body).expect("echo json");
+            echo["headers"]["x-issuer"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        }
+    };
+    assert_eq!(cel(Some(&via)).await, sha256(inter.ca_der.as_ref()));
+    assert_eq!(cel(Some(&direct)).await, sha256(pki.ca_der.as_ref()));
+    assert!(cel(Some(&stranger)).await.contains("not issued by a CA"));
+    assert_eq!(cel(None).await, "none");
+}
+
+/// A policy that declares it reads the certificate
+/// (`declarations.reads-client-certificate`, from its constructor) is
+/// held to the same check as an expression reading `client_cert`: on a
+/// host that never asks, the config is refused and the error names the
+/// policy; the same policy not declaring it loads.
+#[tokio::test]
+async fn a_policy_that_declares_it_reads_the_certificate_needs_a_host_that_asks() {
+    let dir = TempDir::new("declares");
+    let pki = Pki::new("Declares Root");
+    pki.server(&dir, "server", &["api.test.com"]);
+    let yaml = |declare: bool| {
+        format!(
+            r#"
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      hosts:
+        - {{names: [api.test.com], certificate: server.crt, key: server.key}}
+upstreams: {{echo: {{url: "builtin:echo"}}}}
+custom_policies:
+  cert-facts: {{wasm: "{wasm}"}}
+apis:
+  - name: public
+    path: /
+    upstream: echo
+    policies:
+      inbound:
+        - cert-facts: {{declare: {declare}}}
+"#,
+            wasm = gatehouse_tests::cert_facts_wasm()
+        )
+    };
+    let errors = Gw::build_errors(&dir, &yaml(true)).join("\n");
+    assert!(
+        errors.contains("apis[0]: `cert-facts` (API inbound) reads the client certificate, but no TLS host serving API `public` asks for one"),
+        "{errors}"
+    );
+    let errors = Gw::build_errors(&dir, &yaml(false));
+    assert!(errors.is_empty(), "{errors:?}");
+}

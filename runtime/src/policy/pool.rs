@@ -163,8 +163,9 @@ pub struct PolicyPool {
     handler: bindings::HandlerIndices,
     completion: Option<bindings::CompletionIndices>,
     wants_completion: bool,
-    /// Whether the policy reads the client certificate (one of the
-    /// expressions it compiled when constructed reads `client_cert`).
+    /// Whether the policy reads the client certificate: its constructor
+    /// declared it (`declarations.reads-client-certificate`), or one of
+    /// the expressions it compiled reads `client_cert`.
     reads_client_cert: bool,
     secrets: Secrets,
     phases: Phases,
@@ -219,13 +220,13 @@ impl PolicyPool {
         pool.phases = guest
             .call_phases(&mut first.store, first.policy)
             .map_err(|e| pool.classify(&first.store, e).to_string())?;
-        pool.reads_client_cert = first
-            .store
-            .data()
-            .expressions
-            .iter()
-            .flatten()
-            .any(|c| c.reads_client_cert());
+        let state = first.store.data();
+        pool.reads_client_cert = state.declared_reads_client_cert
+            || state
+                .expressions
+                .iter()
+                .flatten()
+                .any(|c| c.reads_client_cert());
         if let Some(c) = &first.completion {
             pool.wants_completion = c
                 .call_completion_enabled(&mut first.store, first.policy)
@@ -294,9 +295,9 @@ impl PolicyPool {
         &self.name
     }
 
-    /// Whether the policy reads the client certificate (an expression it
-    /// compiled reads `client_cert`): the gateway checks at load that a
-    /// host serving its chain asks for one.
+    /// Whether the policy reads the client certificate (declared by its
+    /// constructor, or an expression it compiled reads `client_cert`): the
+    /// gateway checks at load that a host serving its chain asks for one.
     pub fn reads_client_certificate(&self) -> bool {
         self.reads_client_cert
     }

@@ -275,6 +275,7 @@ async fn connection(
         handshake_us,
         client_chain,
         client_cert_cache: std::sync::OnceLock::new(),
+        issuer_cache: std::sync::OnceLock::new(),
     };
     let mut conn = ConnInfo::new(client, local, name, Some(info));
     conn.trusted_forwarder = trusted;

@@ -159,6 +159,16 @@ fn escape_value(v: &str) -> String {
     out
 }
 
+/// SHA-1 of `der`, lower-case hex.
+pub fn sha1_hex(der: &[u8]) -> String {
+    hex(&sha1_digest(der))
+}
+
+/// SHA-256 of `der`, lower-case hex.
+pub fn sha256_hex(der: &[u8]) -> String {
+    hex(&Sha256::digest(der))
+}
+
 /// SHA-1 through ring (the thumbprint Azure and others display).
 fn sha1_digest(der: &[u8]) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der)

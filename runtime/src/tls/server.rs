@@ -61,8 +61,24 @@ pub struct ClientAuth {
     /// the default.
     floor: Option<super::floor::Floor>,
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+    /// The truststore's certificates with their trust anchors, to name
+    /// the CA at the top of a verified path.
+    anchors: Vec<(
+        rustls::pki_types::TrustAnchor<'static>,
+        CertificateDer<'static>,
+    )>,
     /// What a rebuild needs besides the CRLs from URLs.
     parts: VerifierParts,
+}
+
+/// Thumbprints (lower-case hex) of the certificate that issued a client's
+/// certificate on its verified path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerPrints {
+    /// SHA-1 of the issuer's DER.
+    pub sha1: String,
+    /// SHA-256 of the issuer's DER.
+    pub sha256: String,
 }
 
 /// The verifier, behind the swap.
@@ -184,6 +200,47 @@ impl ClientAuth {
                 tracing::warn!("fetched CRLs not applied, the last good ones stay in force: {e}")
             }
         }
+    }
+
+    /// The certificate that issued `chain`'s leaf on the path webpki
+    /// verifies to this host's truststore — the path's first intermediate,
+    /// or the truststore CA itself — as thumbprints. `None` when no path
+    /// verifies. Revocation was checked when the chain was accepted; this
+    /// only names the path.
+    pub fn verified_issuer(&self, chain: &[CertificateDer<'static>]) -> Option<IssuerPrints> {
+        let (leaf, rest) = chain.split_first()?;
+        let ee = webpki::EndEntityCert::try_from(leaf).ok()?;
+        let anchors: Vec<_> = self.anchors.iter().map(|(a, _)| a.clone()).collect();
+        let path = ee
+            .verify_for_usage(
+                self.algorithms.all,
+                &anchors,
+                rest,
+                UnixTime::now(),
+                webpki::KeyUsage::client_auth(),
+                None,
+                None,
+            )
+            .ok()?;
+        let der = match path.intermediate_certificates().next() {
+            Some(first) => first.der().as_ref().to_vec(),
+            None => {
+                let top = path.anchor();
+                self.anchors
+                    .iter()
+                    .find(|(a, _)| {
+                        a.subject == top.subject
+                            && a.subject_public_key_info == top.subject_public_key_info
+                    })?
+                    .1
+                    .as_ref()
+                    .to_vec()
+            }
+        };
+        Some(IssuerPrints {
+            sha1: super::certinfo::sha1_hex(&der),
+            sha256: super::certinfo::sha256_hex(&der),
+        })
     }
 
     /// Verifies a chain after the handshake (`optional` mode): `None` when
@@ -663,6 +720,12 @@ fn client_auth(
         return None;
     }
     let mut roots = rustls::RootCertStore::empty();
+    let mut anchors = Vec::with_capacity(certs.len());
+    for c in &certs {
+        if let Ok(a) = webpki::anchor_from_trusted_cert(c) {
+            anchors.push((a.to_owned(), c.clone()));
+        }
+    }
     for (i, c) in certs.into_iter().enumerate() {
         if let Err(e) = roots.add(c) {
             errors.push(ConfigError::new(
@@ -753,6 +816,7 @@ fn client_auth(
         max_depth: cc.max_chain_depth,
         floor: (!floor.is_default()).then_some(floor),
         algorithms: provider.signature_verification_algorithms,
+        anchors,
         parts,
     });
     if !cc.crl_urls.is_empty() {

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `request` | `method`, `scheme`, `host`, `path`, `query`, `headers` (map, lower-case names, repeated values joined by `, `), `ip`, `id` |
 //! | `connection` | `client_ip`, `client_port`, `sni`, `alpn`, `tls_version` |
-//! | `client_cert` | `null`, or `subject`, `issuer`, `common_name`, `serial`, `thumbprint_sha1`, `thumbprint_sha256`, `not_before`, `not_after`, `dns_names`, `uris`, `ip_addresses`, `emails`, `verified` |
+//! | `client_cert` | `null`, or `subject`, `issuer`, `common_name`, `serial`, `thumbprint_sha1`, `thumbprint_sha256`, `not_before`, `not_after`, `dns_names`, `uris`, `ip_addresses`, `emails`, `verified`, `verify_error`, `issuer_thumbprint_sha1`, `issuer_thumbprint_sha256` |
 //! | `response` | `status`, `headers` (outbound and on-error only) |
 //! | `vars` | context variables, map of strings |
 //! | `route` | `api`, `operation`, `params` (map) |
@@ -36,6 +36,9 @@ struct Uses {
     request: bool,
     connection: bool,
     client_cert: bool,
+    /// Reads the verified issuer's thumbprints (worked out once per
+    /// connection, only for expressions that mention them).
+    issuer_thumbprint: bool,
     response: bool,
     vars: bool,
     route: bool,
@@ -88,6 +91,7 @@ pub fn compile(source: &str) -> Result<Compiled, String> {
         request: refs.has_variable("request"),
         connection: refs.has_variable("connection"),
         client_cert: refs.has_variable("client_cert"),
+        issuer_thumbprint: refs.has_variable("client_cert") && source.contains("issuer_thumbprint"),
         response: refs.has_variable("response"),
         vars: refs.has_variable("vars"),
         route: refs.has_variable("route"),
@@ -128,6 +132,9 @@ const VARIABLES: [(&str, Option<&[&str]>); 6] = [
             "ip_addresses",
             "emails",
             "verified",
+            "verify_error",
+            "issuer_thumbprint_sha1",
+            "issuer_thumbprint_sha256",
         ]),
     ),
     ("response", Some(&["status", "headers"])),
@@ -282,24 +289,37 @@ pub fn evaluate(c: &Compiled, ex: &Exchange) -> Result<Cel, String> {
         ctx.add_variable_from_value("connection", m);
     }
     if c.uses.client_cert {
-        let cert = ex.conn.tls.as_ref().and_then(|t| t.client_cert());
+        let tls = ex.conn.tls.as_ref();
+        let cert = tls.and_then(|t| t.client_cert());
         let v = match cert {
             None => Cel::Null,
-            Some(c) => {
-                let mut m: HashMap<&str, Cel> = HashMap::with_capacity(13);
-                m.insert("subject", c.subject.as_str().into());
-                m.insert("issuer", c.issuer.as_str().into());
-                m.insert("common_name", opt(c.common_name.as_deref()));
-                m.insert("serial", c.serial.as_str().into());
-                m.insert("thumbprint_sha1", c.thumbprint_sha1.as_str().into());
-                m.insert("thumbprint_sha256", c.thumbprint_sha256.as_str().into());
-                m.insert("not_before", Cel::Int(c.not_before));
-                m.insert("not_after", Cel::Int(c.not_after));
-                m.insert("dns_names", c.dns_names.clone().into());
-                m.insert("uris", c.uris.clone().into());
-                m.insert("ip_addresses", c.ip_addresses.clone().into());
-                m.insert("emails", c.emails.clone().into());
-                m.insert("verified", Cel::Bool(c.verified));
+            Some(cert) => {
+                let mut m: HashMap<&str, Cel> = HashMap::with_capacity(16);
+                m.insert("subject", cert.subject.as_str().into());
+                m.insert("issuer", cert.issuer.as_str().into());
+                m.insert("common_name", opt(cert.common_name.as_deref()));
+                m.insert("serial", cert.serial.as_str().into());
+                m.insert("thumbprint_sha1", cert.thumbprint_sha1.as_str().into());
+                m.insert("thumbprint_sha256", cert.thumbprint_sha256.as_str().into());
+                m.insert("not_before", Cel::Int(cert.not_before));
+                m.insert("not_after", Cel::Int(cert.not_after));
+                m.insert("dns_names", cert.dns_names.clone().into());
+                m.insert("uris", cert.uris.clone().into());
+                m.insert("ip_addresses", cert.ip_addresses.clone().into());
+                m.insert("emails", cert.emails.clone().into());
+                m.insert("verified", Cel::Bool(cert.verified));
+                m.insert("verify_error", opt(cert.verify_error.as_deref()));
+                if c.uses.issuer_thumbprint {
+                    let issuer = tls.and_then(|t| t.verified_issuer());
+                    m.insert(
+                        "issuer_thumbprint_sha1",
+                        opt(issuer.map(|i| i.sha1.as_str())),
+                    );
+                    m.insert(
+                        "issuer_thumbprint_sha256",
+                        opt(issuer.map(|i| i.sha256.as_str())),
+                    );
+                }
                 m.into()
             }
         };

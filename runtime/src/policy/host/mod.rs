@@ -9,6 +9,7 @@
 //! - [`services`] — [`HostServices`], the process-wide services every
 //!   store can reach
 
+pub mod declarations;
 pub mod expressions;
 pub mod logging;
 pub mod variables;
@@ -49,6 +50,9 @@ pub struct HostState {
     /// When the current call started and how long it may take: host work
     /// (an expression's evaluation) counts against it too.
     pub call_deadline: Option<(std::time::Instant, std::time::Duration)>,
+    /// Set when the constructor declared that the policy reads the client
+    /// certificate (`declarations.reads-client-certificate`).
+    pub declared_reads_client_cert: bool,
 }
 
 /// A host function found the call past its deadline: the call is reported
@@ -85,6 +89,7 @@ impl HostState {
             secrets,
             over_limit: None,
             call_deadline: None,
+            declared_reads_client_cert: false,
         }
     }
 

@@ -46,6 +46,12 @@ impl HostState {
     fn conn(&self) -> Option<&crate::exchange::ConnInfo> {
         self.exchange.as_deref().map(|e| &*e.conn)
     }
+    fn tls(&self) -> Option<&crate::exchange::TlsInfo> {
+        self.conn()?.tls.as_ref()
+    }
+    fn cert(&self) -> Option<&crate::tls::certinfo::CertInfo> {
+        self.tls()?.client_cert()
+    }
 }
 
 impl HostRequest for HostState {
@@ -160,6 +166,65 @@ impl HostConnection for HostState {
                     .map(|t| t.client_chain.iter().map(|d| d.to_vec()).collect())
             })
             .unwrap_or_default()
+    }
+    fn has_client_certificate(&mut self, _: Resource<ConnectionView>) -> bool {
+        self.tls().is_some_and(|t| !t.client_chain.is_empty())
+    }
+    fn client_cert_subject(&mut self, _: Resource<ConnectionView>) -> Option<String> {
+        self.cert().map(|c| c.subject.clone())
+    }
+    fn client_cert_issuer(&mut self, _: Resource<ConnectionView>) -> Option<String> {
+        self.cert().map(|c| c.issuer.clone())
+    }
+    fn client_cert_common_name(&mut self, _: Resource<ConnectionView>) -> Option<String> {
+        self.cert().and_then(|c| c.common_name.clone())
+    }
+    fn client_cert_serial(&mut self, _: Resource<ConnectionView>) -> Option<String> {
+        self.cert().map(|c| c.serial.clone())
+    }
+    fn client_cert_thumbprint_sha1(&mut self, _: Resource<ConnectionView>) -> Option<String> {
+        self.cert().map(|c| c.thumbprint_sha1.clone())
+    }
+    fn client_cert_thumbprint_sha256(&mut self, _: Resource<ConnectionView>) -> Option<String> {
+        self.cert().map(|c| c.thumbprint_sha256.clone())
+    }
+    fn client_cert_not_before(&mut self, _: Resource<ConnectionView>) -> Option<i64> {
+        self.cert().map(|c| c.not_before)
+    }
+    fn client_cert_not_after(&mut self, _: Resource<ConnectionView>) -> Option<i64> {
+        self.cert().map(|c| c.not_after)
+    }
+    fn client_cert_dns_names(&mut self, _: Resource<ConnectionView>) -> Vec<String> {
+        self.cert().map(|c| c.dns_names.clone()).unwrap_or_default()
+    }
+    fn client_cert_uris(&mut self, _: Resource<ConnectionView>) -> Vec<String> {
+        self.cert().map(|c| c.uris.clone()).unwrap_or_default()
+    }
+    fn client_cert_ip_addresses(&mut self, _: Resource<ConnectionView>) -> Vec<String> {
+        self.cert()
+            .map(|c| c.ip_addresses.clone())
+            .unwrap_or_default()
+    }
+    fn client_cert_emails(&mut self, _: Resource<ConnectionView>) -> Vec<String> {
+        self.cert().map(|c| c.emails.clone()).unwrap_or_default()
+    }
+    fn client_cert_verified(&mut self, _: Resource<ConnectionView>) -> Option<bool> {
+        self.cert().map(|c| c.verified)
+    }
+    fn client_cert_verify_error(&mut self, _: Resource<ConnectionView>) -> Option<String> {
+        self.cert().and_then(|c| c.verify_error.clone())
+    }
+    fn client_cert_issuer_thumbprint_sha1(
+        &mut self,
+        _: Resource<ConnectionView>,
+    ) -> Option<String> {
+        self.tls()?.verified_issuer().map(|i| i.sha1.clone())
+    }
+    fn client_cert_issuer_thumbprint_sha256(
+        &mut self,
+        _: Resource<ConnectionView>,
+    ) -> Option<String> {
+        self.tls()?.verified_issuer().map(|i| i.sha256.clone())
     }
     fn drop(&mut self, _: Resource<ConnectionView>) -> wasmtime::Result<()> {
         Ok(())
