@@ -1568,3 +1568,56 @@ apis:
     let errors = Gw::build_errors(&dir, &yaml(false));
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+/// Two roots with one name (a CA renewed with a new key) in one
+/// truststore: the issuer thumbprint is the one whose key verifies the
+/// client's certificate — the path webpki verifies decides, not the name.
+#[tokio::test]
+async fn the_issuer_thumbprint_follows_the_verified_path_when_two_cas_share_a_name() {
+    let dir = TempDir::new("renewed-ca");
+    let old = Pki::new("Renewed Root");
+    let new = Pki::new("Renewed Root");
+    old.server(&dir, "server", &["test.com"]);
+    dir.write("cas.crt", format!("{}{}", old.ca_pem, new.ca_pem));
+    let by_new = new.client(&dir, "by-new", &ClientSpec::new("by-new", 1), "");
+    let by_old = old.client(&dir, "by-old", &ClientSpec::new("by-old", 2), "");
+    let yaml = format!(
+        r#"
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      hosts:
+        - names: [test.com]
+          certificate: server.crt
+          key: server.key
+          client_certificate: {{mode: required, truststore: cas.crt}}
+upstreams: {{echo: {{url: "builtin:echo"}}}}
+custom_policies:
+  cert-facts: {{wasm: "{wasm}"}}
+apis: [{{name: app, path: /, upstream: echo, policies: {{inbound: [cert-facts]}}}}]
+"#,
+        wasm = gatehouse_tests::cert_facts_wasm()
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let addr = gw.addr("tls");
+    let sha256 = |der: &[u8]| hex_digest(&ring::digest::SHA256, der);
+    for (client, ca) in [(&by_new, &new), (&by_old, &old)] {
+        let r = get(
+            addr,
+            client_config(old.roots(), Some(client), &["http/1.1"]),
+            "test.com",
+            "test.com",
+            "/",
+        )
+        .await
+        .expect("request");
+        let f: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+        assert_eq!(f["verified"], true, "{f}");
+        assert_eq!(
+            f["issuer_thumbprint_sha256"],
+            sha256(ca.ca_der.as_ref()),
+            "{f}"
+        );
+    }
+}

@@ -61,14 +61,19 @@ pub struct ClientAuth {
     /// the default.
     floor: Option<super::floor::Floor>,
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
-    /// The truststore's certificates with their trust anchors, to name
-    /// the CA at the top of a verified path.
-    anchors: Vec<(
-        rustls::pki_types::TrustAnchor<'static>,
-        CertificateDer<'static>,
-    )>,
+    /// The truststore's certificates: trust anchor, DER and subject (full
+    /// DER of the name), to name the CA at the top of a verified path.
+    anchors: Vec<Anchor>,
     /// What a rebuild needs besides the CRLs from URLs.
     parts: VerifierParts,
+}
+
+/// A truststore certificate, kept to name the issuer of verified chains.
+#[derive(Debug)]
+struct Anchor {
+    anchor: rustls::pki_types::TrustAnchor<'static>,
+    der: CertificateDer<'static>,
+    subject: Vec<u8>,
 }
 
 /// Thumbprints (lower-case hex) of the certificate that issued a client's
@@ -209,8 +214,37 @@ impl ClientAuth {
     /// only names the path.
     pub fn verified_issuer(&self, chain: &[CertificateDer<'static>]) -> Option<IssuerPrints> {
         let (leaf, rest) = chain.split_first()?;
+        let prints = |der: &[u8]| IssuerPrints {
+            sha1: super::certinfo::sha1_hex(der),
+            sha256: super::certinfo::sha256_hex(der),
+        };
+        // Names chain: the issuer on any verified path has the subject the
+        // leaf names as its issuer. When one certificate (sent or trusted)
+        // has it, that is the issuer, and nothing needs verifying again.
+        let (_, x) = X509Certificate::from_der(leaf.as_ref()).ok()?;
+        let wanted = x.issuer().as_raw();
+        let mut candidates: Vec<&[u8]> = Vec::new();
+        for c in rest {
+            if let Ok((_, p)) = X509Certificate::from_der(c.as_ref()) {
+                if p.subject().as_raw() == wanted && !candidates.contains(&c.as_ref()) {
+                    candidates.push(c.as_ref());
+                }
+            }
+        }
+        for a in &self.anchors {
+            if a.subject == wanted && !candidates.contains(&a.der.as_ref()) {
+                candidates.push(a.der.as_ref());
+            }
+        }
+        match candidates.as_slice() {
+            [] => return None,
+            [one] => return Some(prints(one)),
+            _ => {}
+        }
+        // Several CAs with that name (a cross-signed CA, a renewed one):
+        // the path webpki verifies decides.
         let ee = webpki::EndEntityCert::try_from(leaf).ok()?;
-        let anchors: Vec<_> = self.anchors.iter().map(|(a, _)| a.clone()).collect();
+        let anchors: Vec<_> = self.anchors.iter().map(|a| a.anchor.clone()).collect();
         let path = ee
             .verify_for_usage(
                 self.algorithms.all,
@@ -222,25 +256,17 @@ impl ClientAuth {
                 None,
             )
             .ok()?;
-        let der = match path.intermediate_certificates().next() {
-            Some(first) => first.der().as_ref().to_vec(),
-            None => {
-                let top = path.anchor();
-                self.anchors
-                    .iter()
-                    .find(|(a, _)| {
-                        a.subject == top.subject
-                            && a.subject_public_key_info == top.subject_public_key_info
-                    })?
-                    .1
-                    .as_ref()
-                    .to_vec()
-            }
-        };
-        Some(IssuerPrints {
-            sha1: super::certinfo::sha1_hex(&der),
-            sha256: super::certinfo::sha256_hex(&der),
-        })
+        if let Some(first) = path.intermediate_certificates().next() {
+            return Some(prints(first.der().as_ref()));
+        }
+        let top = path.anchor();
+        self.anchors
+            .iter()
+            .find(|a| {
+                a.anchor.subject == top.subject
+                    && a.anchor.subject_public_key_info == top.subject_public_key_info
+            })
+            .map(|a| prints(a.der.as_ref()))
     }
 
     /// Verifies a chain after the handshake (`optional` mode): `None` when
@@ -722,8 +748,15 @@ fn client_auth(
     let mut roots = rustls::RootCertStore::empty();
     let mut anchors = Vec::with_capacity(certs.len());
     for c in &certs {
+        let subject = X509Certificate::from_der(c.as_ref())
+            .map(|(_, x)| x.subject().as_raw().to_vec())
+            .unwrap_or_default();
         if let Ok(a) = webpki::anchor_from_trusted_cert(c) {
-            anchors.push((a.to_owned(), c.clone()));
+            anchors.push(Anchor {
+                anchor: a.to_owned(),
+                der: c.clone(),
+                subject,
+            });
         }
     }
     for (i, c) in certs.into_iter().enumerate() {

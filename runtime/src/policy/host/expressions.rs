@@ -36,9 +36,10 @@ struct Uses {
     request: bool,
     connection: bool,
     client_cert: bool,
-    /// Reads the verified issuer's thumbprints (worked out once per
-    /// connection, only for expressions that mention them).
-    issuer_thumbprint: bool,
+    /// The `client_cert` fields the expression selects (bit `i`: field `i`
+    /// of [`CLIENT_CERT_FIELDS`]), or every bit when it uses the map as a
+    /// whole: only those are built per evaluation.
+    client_cert_fields: u32,
     response: bool,
     vars: bool,
     route: bool,
@@ -91,7 +92,18 @@ pub fn compile(source: &str) -> Result<Compiled, String> {
         request: refs.has_variable("request"),
         connection: refs.has_variable("connection"),
         client_cert: refs.has_variable("client_cert"),
-        issuer_thumbprint: refs.has_variable("client_cert") && source.contains("issuer_thumbprint"),
+        client_cert_fields: if refs.has_variable("client_cert") {
+            let mut fields = 0;
+            selected_fields(
+                program.expression(),
+                "client_cert",
+                &CLIENT_CERT_FIELDS,
+                &mut fields,
+            );
+            fields
+        } else {
+            0
+        },
         response: refs.has_variable("response"),
         vars: refs.has_variable("vars"),
         route: refs.has_variable("route"),
@@ -116,31 +128,83 @@ const VARIABLES: [(&str, Option<&[&str]>); 6] = [
         "connection",
         Some(&["client_ip", "client_port", "sni", "alpn", "tls_version"]),
     ),
-    (
-        "client_cert",
-        Some(&[
-            "subject",
-            "issuer",
-            "common_name",
-            "serial",
-            "thumbprint_sha1",
-            "thumbprint_sha256",
-            "not_before",
-            "not_after",
-            "dns_names",
-            "uris",
-            "ip_addresses",
-            "emails",
-            "verified",
-            "verify_error",
-            "issuer_thumbprint_sha1",
-            "issuer_thumbprint_sha256",
-        ]),
-    ),
+    ("client_cert", Some(&CLIENT_CERT_FIELDS)),
     ("response", Some(&["status", "headers"])),
     ("vars", None),
     ("route", Some(&["api", "operation", "params"])),
 ];
+
+/// The fields of `client_cert`, in the order of [`Uses::client_cert_fields`]'s
+/// bits.
+const CLIENT_CERT_FIELDS: [&str; 16] = [
+    "subject",
+    "issuer",
+    "common_name",
+    "serial",
+    "thumbprint_sha1",
+    "thumbprint_sha256",
+    "not_before",
+    "not_after",
+    "dns_names",
+    "uris",
+    "ip_addresses",
+    "emails",
+    "verified",
+    "verify_error",
+    "issuer_thumbprint_sha1",
+    "issuer_thumbprint_sha256",
+];
+
+/// Sets in `bits` the fields of `root` that `e` selects (`root.field`, or
+/// `has(root.field)`); every bit when `e` uses `root` otherwise (as a
+/// whole: `root == null`, `root["subject"]`, `size(root)`), so that the
+/// map built for it is complete whenever it could be observed as a whole.
+fn selected_fields(e: &cel::IdedExpr, root: &str, fields: &[&str], bits: &mut u32) {
+    use cel::common::ast::{EntryExpr, Expr};
+    let mut walk = |x: &cel::IdedExpr| selected_fields(x, root, fields, bits);
+    match &e.expr {
+        Expr::Ident(name) if name == root => *bits = u32::MAX,
+        Expr::Select(sel) => match &sel.operand.expr {
+            Expr::Ident(name) if name == root => {
+                match fields.iter().position(|f| *f == sel.field) {
+                    Some(i) => *bits |= 1 << i,
+                    None => *bits = u32::MAX,
+                }
+            }
+            _ => walk(&sel.operand),
+        },
+        Expr::Call(call) => {
+            if let Some(t) = &call.target {
+                walk(t);
+            }
+            call.args.iter().for_each(walk);
+        }
+        Expr::Comprehension(c) => {
+            for x in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
+                walk(x);
+            }
+        }
+        Expr::List(l) => l.elements.iter().for_each(walk),
+        Expr::Map(m) => m.entries.iter().for_each(|entry| match &entry.expr {
+            EntryExpr::MapEntry(me) => {
+                walk(&me.key);
+                walk(&me.value);
+            }
+            EntryExpr::StructField(f) => walk(&f.value),
+        }),
+        Expr::Struct(st) => st.entries.iter().for_each(|entry| match &entry.expr {
+            EntryExpr::MapEntry(me) => walk(&me.value),
+            EntryExpr::StructField(f) => walk(&f.value),
+        }),
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
+}
 
 /// Names CEL itself gives meaning to: type names (`type(x) == string`).
 const CEL_NAMES: [&str; 12] = [
@@ -294,32 +358,48 @@ pub fn evaluate(c: &Compiled, ex: &Exchange) -> Result<Cel, String> {
         let v = match cert {
             None => Cel::Null,
             Some(cert) => {
-                let mut m: HashMap<&str, Cel> = HashMap::with_capacity(16);
-                m.insert("subject", cert.subject.as_str().into());
-                m.insert("issuer", cert.issuer.as_str().into());
-                m.insert("common_name", opt(cert.common_name.as_deref()));
-                m.insert("serial", cert.serial.as_str().into());
-                m.insert("thumbprint_sha1", cert.thumbprint_sha1.as_str().into());
-                m.insert("thumbprint_sha256", cert.thumbprint_sha256.as_str().into());
-                m.insert("not_before", Cel::Int(cert.not_before));
-                m.insert("not_after", Cel::Int(cert.not_after));
-                m.insert("dns_names", cert.dns_names.clone().into());
-                m.insert("uris", cert.uris.clone().into());
-                m.insert("ip_addresses", cert.ip_addresses.clone().into());
-                m.insert("emails", cert.emails.clone().into());
-                m.insert("verified", Cel::Bool(cert.verified));
-                m.insert("verify_error", opt(cert.verify_error.as_deref()));
-                if c.uses.issuer_thumbprint {
-                    let issuer = tls.and_then(|t| t.verified_issuer());
-                    m.insert(
-                        "issuer_thumbprint_sha1",
-                        opt(issuer.map(|i| i.sha1.as_str())),
-                    );
-                    m.insert(
-                        "issuer_thumbprint_sha256",
-                        opt(issuer.map(|i| i.sha256.as_str())),
-                    );
-                }
+                let bits = c.uses.client_cert_fields;
+                let want = |name: &str| {
+                    CLIENT_CERT_FIELDS
+                        .iter()
+                        .position(|f| *f == name)
+                        .is_some_and(|i| bits & (1 << i) != 0)
+                };
+                let mut m: HashMap<&str, Cel> =
+                    HashMap::with_capacity(bits.count_ones().min(16) as usize);
+                let mut put = |name: &'static str, value: &dyn Fn() -> Cel| {
+                    if want(name) {
+                        m.insert(name, value());
+                    }
+                };
+                put("subject", &|| cert.subject.as_str().into());
+                put("issuer", &|| cert.issuer.as_str().into());
+                put("common_name", &|| opt(cert.common_name.as_deref()));
+                put("serial", &|| cert.serial.as_str().into());
+                put("thumbprint_sha1", &|| cert.thumbprint_sha1.as_str().into());
+                put("thumbprint_sha256", &|| {
+                    cert.thumbprint_sha256.as_str().into()
+                });
+                put("not_before", &|| Cel::Int(cert.not_before));
+                put("not_after", &|| Cel::Int(cert.not_after));
+                put("dns_names", &|| cert.dns_names.clone().into());
+                put("uris", &|| cert.uris.clone().into());
+                put("ip_addresses", &|| cert.ip_addresses.clone().into());
+                put("emails", &|| cert.emails.clone().into());
+                put("verified", &|| Cel::Bool(cert.verified));
+                put("verify_error", &|| opt(cert.verify_error.as_deref()));
+                // The verified path is worked out (once per connection)
+                // only for expressions that read it.
+                put("issuer_thumbprint_sha1", &|| {
+                    opt(tls
+                        .and_then(|t| t.verified_issuer())
+                        .map(|i| i.sha1.as_str()))
+                });
+                put("issuer_thumbprint_sha256", &|| {
+                    opt(tls
+                        .and_then(|t| t.verified_issuer())
+                        .map(|i| i.sha256.as_str()))
+                });
                 m.into()
             }
         };
@@ -457,5 +537,47 @@ impl HostExpression for HostState {
             *slot = None;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(source: &str) -> Vec<&'static str> {
+        let c = compile(source).expect("compiles");
+        if c.uses.client_cert_fields == u32::MAX {
+            return vec!["*"];
+        }
+        CLIENT_CERT_FIELDS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| c.uses.client_cert_fields & (1 << i) != 0)
+            .map(|(_, f)| *f)
+            .collect()
+    }
+
+    #[test]
+    fn only_the_selected_client_cert_fields_are_built() {
+        assert_eq!(
+            fields("client_cert.thumbprint_sha256"),
+            ["thumbprint_sha256"]
+        );
+        assert_eq!(
+            fields("has(client_cert.verify_error) && client_cert.serial == '1'"),
+            ["serial", "verify_error"]
+        );
+        assert_eq!(
+            fields("request.headers['x'] + client_cert.dns_names.map(d, d)[0]"),
+            ["dns_names"]
+        );
+        // Used as a whole: every field, so nothing observable changes.
+        assert_eq!(
+            fields("client_cert == null ? 'none' : client_cert.subject"),
+            ["*"]
+        );
+        assert_eq!(fields("client_cert['subject']"), ["*"]);
+        assert_eq!(fields("size(client_cert) > 0"), ["*"]);
+        assert!(fields("request.path").is_empty());
     }
 }
