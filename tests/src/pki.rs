@@ -7,6 +7,9 @@ use rustls::pki_types::CertificateDer;
 
 use crate::TempDir;
 
+/// A date: year, month, day.
+pub type Ymd = (i32, u8, u8);
+
 /// A CA that signs server and client certificates.
 pub struct Pki {
     ca_params: CertificateParams,
@@ -56,6 +59,18 @@ impl Pki {
     /// A server certificate for `names` (DNS names or IPs), written to
     /// `dir/<stem>.crt` and `dir/<stem>.key`.
     pub fn server(&self, dir: &TempDir, stem: &str, names: &[&str]) -> Issued {
+        self.server_valid(dir, stem, names, None)
+    }
+
+    /// [`Pki::server`] valid from and until the given dates (year, month,
+    /// day), e.g. an expired one.
+    pub fn server_valid(
+        &self,
+        dir: &TempDir,
+        stem: &str,
+        names: &[&str],
+        validity: Option<(Ymd, Ymd)>,
+    ) -> Issued {
         let mut params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .expect("server params");
@@ -63,6 +78,10 @@ impl Pki {
             DnType::CommonName,
             names.first().copied().unwrap_or("server"),
         );
+        if let Some(((y1, m1, d1), (y2, m2, d2))) = validity {
+            params.not_before = rcgen::date_time_ymd(y1, m1, d1);
+            params.not_after = rcgen::date_time_ymd(y2, m2, d2);
+        }
         let key = KeyPair::generate().expect("server key");
         let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
         let cert = params.signed_by(&key, &issuer).expect("server cert");

@@ -136,7 +136,13 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
                     }
                 }
                 let _closed = Closed(open);
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                // The client certificate of a TLS connection, for handlers.
+                let peer: Arc<std::sync::OnceLock<PeerCertificate>> = Arc::default();
+                let peer_for_svc = peer.clone();
+                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    if let Some(p) = peer_for_svc.get() {
+                        req.extensions_mut().insert(p.clone());
+                    }
                     request_counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     if let Ok(mut s) = seen_log.lock() {
                         s.push(format!("{} {}", req.method(), req.uri()));
@@ -155,6 +161,13 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
                         else {
                             return;
                         };
+                        let _ = peer.set(PeerCertificate(
+                            s.get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .map(|c| c.to_vec()),
+                        ));
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(s), svc)
                             .await;
@@ -173,8 +186,14 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
     }
 }
 
+/// The client certificate a TLS upstream received on the connection (DER),
+/// in each request's extensions.
+#[derive(Clone, Debug)]
+pub struct PeerCertificate(pub Option<Vec<u8>>);
+
 /// An upstream that answers with a JSON echo of the request: method,
-/// path, query, headers (name -> list of values) and the body's length.
+/// path, query, headers (name -> list of values), the body's length, and
+/// on TLS the SHA-256 (hex) of the client certificate it received.
 pub async fn echo() -> Upstream {
     start(echo_handler()).await
 }
@@ -184,6 +203,17 @@ pub fn echo_handler() -> Handler {
     Arc::new(|req: Request<Incoming>| {
         Box::pin(async move {
             let (parts, body) = req.into_parts();
+            let client_cert = parts
+                .extensions
+                .get::<PeerCertificate>()
+                .and_then(|p| p.0.as_deref())
+                .map(|der| {
+                    ring::digest::digest(&ring::digest::SHA256, der)
+                        .as_ref()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                });
             let mut n = 0usize;
             let mut body = body;
             while let Some(Ok(frame)) = body.frame().await {
@@ -207,6 +237,7 @@ pub fn echo_handler() -> Handler {
                 "query": parts.uri.query(),
                 "headers": headers,
                 "body_bytes": n,
+                "client_cert_sha256": client_cert,
             });
             Response::builder()
                 .header("content-type", "application/json")
@@ -235,5 +266,40 @@ pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Arc<rustls::
     .with_no_client_auth()
     .with_single_cert(certs, key)
     .expect("server config");
+    Arc::new(cfg)
+}
+
+/// A TLS server config that requires client certificates issued by one of
+/// `client_cas` (PEM files): it names those CAs in its CertificateRequest.
+pub fn mtls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_cas: &[&std::path::Path],
+) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .expect("cert file")
+        .collect::<Result<_, _>>()
+        .expect("certs");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).expect("key file");
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in client_cas {
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("ca file") {
+            roots.add(c.expect("ca cert")).expect("a usable CA");
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("client verifier");
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .expect("server config");
     Arc::new(cfg)
 }

@@ -517,7 +517,7 @@ apis:
             .to_string()
     };
     let r = c.get("/refused", &[("x-gatehouse-trace", "k")]).await;
-    r.assert_fault(502, "upstream.unreachable");
+    r.assert_fault(503, "upstream.refused");
     let trace = admin_get(gw.admin(), &format!("/traces/{}", trace_of(&r))).await;
     assert!(
         trace.contains(&format!(

@@ -421,13 +421,58 @@ fn default_idle_timeout() -> u64 {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
-    /// The name to send as SNI and verify the certificate against. Default:
-    /// the URL's host.
+    /// The name to send as SNI (and, unless `verify_name` is set, to
+    /// verify the certificate against). Default: the URL's host.
     #[serde(default)]
     pub server_name: Option<String>,
+    /// The name the upstream's certificate must carry, when it differs
+    /// from the SNI. Default: `server_name`.
+    #[serde(default)]
+    pub verify_name: Option<String>,
     /// PEM bundle of CAs to trust. Default: the system's roots.
     #[serde(default)]
     pub truststore: Option<PathBuf>,
+    /// Accept any certificate from the upstream. Off by default; `check`
+    /// warns when it is on.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// The lowest TLS version: `"1.2"` (default) or `"1.3"`.
+    #[serde(default)]
+    pub min_version: Option<String>,
+    /// ALPN protocols offered. Default `[http/1.1]`.
+    #[serde(default)]
+    pub alpn: Option<Vec<String>>,
+    /// Client certificates the gateway can present, in order of
+    /// preference.
+    #[serde(default)]
+    pub keystore: Vec<KeystoreEntry>,
+    /// When none of the keystore's certificates is issued by a CA the
+    /// upstream names: `send_default` (the first one; default) or
+    /// `send_none`.
+    #[serde(default)]
+    pub unmatched_client_certificate: UnmatchedClientCertificate,
+}
+
+/// A client certificate for upstreams: a PEM chain (leaf first) and its
+/// key.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct KeystoreEntry {
+    /// PEM certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1; RSA, ECDSA or Ed25519).
+    pub key: PathBuf,
+}
+
+/// What to send when no keystore certificate fits the upstream's CAs.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnmatchedClientCertificate {
+    /// The first certificate of the keystore.
+    #[default]
+    SendDefault,
+    /// No certificate.
+    SendNone,
 }
 
 /// A named value: exactly one of `value`, `env`, `file`.

@@ -202,8 +202,8 @@ pub fn build(
     // Upstreams.
     let mut upstreams = BTreeMap::new();
     for (name, u) in &config.upstreams {
-        if let Some(ts) = u.tls.as_ref().and_then(|t| t.truststore.as_ref()) {
-            files.insert(source.resolve(ts));
+        for f in Upstream::files(u) {
+            files.insert(source.resolve(f));
         }
         let fingerprint = Upstream::fingerprint(u, source);
         let previous = ctx
@@ -212,9 +212,15 @@ pub fn build(
             .filter(|p| p.fingerprint == fingerprint);
         if let Some(p) = previous {
             upstreams.insert(name.clone(), p.clone());
-        } else if let Some(built) =
-            Upstream::build(name, u, source, ctx.workers, ctx.metrics, &mut errors)
-        {
+        } else if let Some(built) = Upstream::build(
+            name,
+            u,
+            source,
+            ctx.workers,
+            ctx.metrics,
+            &mut errors,
+            &mut warnings,
+        ) {
             upstreams.insert(name.clone(), Arc::new(built));
         }
     }

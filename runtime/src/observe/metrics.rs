@@ -165,6 +165,15 @@ pub struct UpstreamLabels {
     pub upstream: Arc<str>,
 }
 
+/// `upstream, reason` (or `outcome`): a fixed word.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamReasonLabels {
+    /// Upstream name.
+    pub upstream: Arc<str>,
+    /// A fixed word (a TLS failure's cause, a client-certificate outcome).
+    pub reason: &'static str,
+}
+
 /// `policy, outcome`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyCallLabels {
@@ -284,6 +293,15 @@ pub struct Metrics {
     /// `gatehouse_upstream_first_byte_seconds{upstream}`: from sending the
     /// request to the response head.
     pub upstream_first_byte: Family<UpstreamLabels, Histogram, RequestBuckets>,
+    /// `gatehouse_upstream_tls_failures_total{upstream,reason}`: failed
+    /// upstream handshakes by cause.
+    pub upstream_tls_failures: Family<UpstreamReasonLabels, Counter>,
+    /// `gatehouse_upstream_client_certificates_total{upstream,reason}`:
+    /// new upstream connections whose handshake asked for a client
+    /// certificate, by how it was chosen (`matched`, `no_ca_list`,
+    /// `mismatch_sent_default`, `mismatch_sent_none`, `none_configured`,
+    /// `no_supported_algorithm`).
+    pub upstream_client_certs: Family<UpstreamReasonLabels, Counter>,
     /// `gatehouse_policy_call_duration_seconds{policy,outcome}`.
     pub policy_calls: Family<PolicyCallLabels, Histogram, PolicyBuckets>,
     /// `gatehouse_policy_pool_misses_total{policy}`.
@@ -358,6 +376,18 @@ impl Metrics {
             Unit::Seconds,
             upstream_first_byte.clone(),
         );
+        let upstream_tls_failures = Family::<UpstreamReasonLabels, Counter>::default();
+        registry.register(
+            "upstream_tls_failures",
+            "Failed upstream TLS handshakes by upstream and cause",
+            upstream_tls_failures.clone(),
+        );
+        let upstream_client_certs = Family::<UpstreamReasonLabels, Counter>::default();
+        registry.register(
+            "upstream_client_certificates",
+            "Upstream handshakes that asked for a client certificate, by how the gateway chose one",
+            upstream_client_certs.clone(),
+        );
         let policy_calls = Family::new_with_constructor(PolicyBuckets);
         registry.register_with_unit(
             "policy_call_duration",
@@ -430,6 +460,8 @@ impl Metrics {
             upstream_connect,
             upstream_tls,
             upstream_first_byte,
+            upstream_tls_failures,
+            upstream_client_certs,
             policy_calls,
             pool_misses,
             tls_failures,
@@ -485,6 +517,9 @@ impl Metrics {
             connect: self.upstream_connect.get_or_create_owned(&l),
             tls: self.upstream_tls.get_or_create_owned(&l),
             first_byte: self.upstream_first_byte.get_or_create_owned(&l),
+            tls_failures: self.upstream_tls_failures.clone(),
+            client_certs: self.upstream_client_certs.clone(),
+            name: upstream.clone(),
         }
     }
 
@@ -534,6 +569,32 @@ pub struct UpstreamMetrics {
     pub tls: Histogram,
     /// Request sent to response head.
     pub first_byte: Histogram,
+    tls_failures: Family<UpstreamReasonLabels, Counter>,
+    client_certs: Family<UpstreamReasonLabels, Counter>,
+    name: Arc<str>,
+}
+
+impl UpstreamMetrics {
+    /// Counts a failed handshake by cause.
+    pub fn tls_failure(&self, reason: &'static str) {
+        self.tls_failures
+            .get_or_create(&UpstreamReasonLabels {
+                upstream: self.name.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts how a handshake that asked for a client certificate was
+    /// answered.
+    pub fn client_certificate(&self, outcome: &'static str) {
+        self.client_certs
+            .get_or_create(&UpstreamReasonLabels {
+                upstream: self.name.clone(),
+                reason: outcome,
+            })
+            .inc();
+    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,18 @@ pub struct Fault {
     pub detail: String,
     /// Extra headers (e.g. `allow`, `retry-after`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// What the client is not told: the full story for the log and the
+    /// trace (addresses, CA names, the chain of causes).
+    pub internal: Option<Box<Internal>>,
+}
+
+/// The part of a fault that stays inside the gateway.
+#[derive(Clone, Debug)]
+pub struct Internal {
+    /// The detail for the log and the trace.
+    pub detail: String,
+    /// Extra trace fields (`null` for none).
+    pub trace: serde_json::Value,
 }
 
 /// Every code the gateway itself emits, with its status and title.
@@ -79,8 +91,12 @@ pub mod codes {
     pub const UPSTREAM_UNREACHABLE: &str = "upstream.unreachable";
     /// The upstream did not send a response head in time.
     pub const UPSTREAM_TIMEOUT: &str = "upstream.timeout";
-    /// The TLS handshake with the upstream failed.
-    pub const UPSTREAM_TLS: &str = "upstream.tls";
+    /// 503: the upstream refused the TCP connection. (TLS handshake
+    /// failures have codes of their own, `upstream.tls.*`, made by
+    /// [`crate::tls::client::TlsCause::code`].)
+    pub const UPSTREAM_REFUSED: &str = "upstream.refused";
+    /// 504: no connection to the upstream within its connect timeout.
+    pub const UPSTREAM_CONNECT_TIMEOUT: &str = "upstream.connect-timeout";
     /// A policy call ran past its deadline.
     pub const POLICY_TIMEOUT: &str = "policy.timeout";
     /// A policy instance exceeded its memory cap.
@@ -107,7 +123,19 @@ impl Fault {
             title: title.to_string(),
             detail: detail.into(),
             headers: Vec::new(),
+            internal: None,
         }
+    }
+
+    /// The same fault with a detail for the log and trace only.
+    pub fn with_internal(mut self, detail: String, trace: serde_json::Value) -> Self {
+        self.internal = Some(Box::new(Internal { detail, trace }));
+        self
+    }
+
+    /// The detail to log: the internal one when there is one.
+    pub fn log_detail(&self) -> &str {
+        self.internal.as_ref().map_or(&self.detail, |i| &i.detail)
     }
 
     /// 404: no route.
@@ -331,6 +359,7 @@ impl Fault {
             title: f.title,
             detail: f.detail,
             headers,
+            internal: None,
         }
     }
 

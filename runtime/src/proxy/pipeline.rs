@@ -429,6 +429,7 @@ async fn process(
                     "connect_us": facts.connect.map(|d| d.as_micros() as u64),
                     "tls_us": facts.tls.map(|d| d.as_micros() as u64),
                     "first_byte_us": facts.first_byte.map(|d| d.as_micros() as u64),
+                    "client_certificate": facts.client_auth.as_ref().map(|c| c.to_json()),
                     "status": r.status().as_u16(),
                 })
             });
@@ -445,12 +446,14 @@ async fn process(
                 None if flight.request_body_failed() => Fault::request_aborted(),
                 None => f,
             };
-            tracing::warn!(request_id = %ex.request_id, upstream = %upstream.name, "{}", f.detail);
+            tracing::warn!(request_id = %ex.request_id, upstream = %upstream.name, code = %f.code, "{}", f.log_detail());
             ex.trace("upstream", || {
                 json!({
                     "upstream": facts.name.as_deref(),
                     "address": facts.address.as_deref(),
-                    "error": f.detail,
+                    "code": f.code,
+                    "error": f.log_detail(),
+                    "tls": f.internal.as_ref().map(|i| &i.trace).filter(|t| !t.is_null()),
                 })
             });
             return fail(chain, ex, f, flight);

@@ -13,18 +13,18 @@
 //! upstream (or changes its settings), the last snapshot holding it drops
 //! it, and its idle connections close.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::body::Body;
+use crate::tls::client::{find_rustls_error, ClientAuthRecord, TlsFailure, UpstreamTlsConfig};
 
 struct Idle {
     sender: SendRequest<Body>,
@@ -40,19 +40,23 @@ pub enum SendError {
     Connect(std::io::Error),
     /// TCP connect plus TLS handshake took longer than the connect timeout.
     ConnectTimeout(Duration),
-    /// The TLS handshake failed (the rustls error is inside).
-    Tls(std::io::Error),
+    /// The TLS handshake failed, or the upstream refused it right after
+    /// (a TLS 1.3 server refuses a client certificate on the first
+    /// read): the cause and what the handshake did.
+    Tls(Box<TlsFailure>),
     /// The HTTP exchange failed.
     Http(hyper::Error),
 }
 
 /// How the connection a request went out on was obtained.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SendTiming {
     /// TCP connect, when a new connection was opened.
     pub connect: Option<Duration>,
     /// TLS handshake, when a new TLS connection was opened.
     pub tls: Option<Duration>,
+    /// What that handshake did about client certificates.
+    pub client_auth: Option<ClientAuthRecord>,
 }
 
 /// How to reach one upstream, and its per-worker pools.
@@ -60,7 +64,7 @@ pub struct Connector {
     pools: Box<[Mutex<Vec<Idle>>]>,
     host: String,
     port: u16,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    tls: Option<UpstreamTlsConfig>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
@@ -75,7 +79,7 @@ impl Connector {
         workers: usize,
         host: String,
         port: u16,
-        tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+        tls: Option<UpstreamTlsConfig>,
         connect_timeout: Duration,
         idle_timeout: Duration,
         max_idle: usize,
@@ -86,7 +90,7 @@ impl Connector {
                 .collect(),
             host,
             port,
-            tls: tls.map(|(cfg, name)| (TlsConnector::from(cfg), name)),
+            tls,
             connect_timeout,
             idle_timeout,
             max_idle,
@@ -141,7 +145,23 @@ impl Connector {
         timing: &mut SendTiming,
     ) -> Result<Response<Incoming>, SendError> {
         let mut sender = self.connect(timing).await?;
-        let resp = sender.send_request(req).await.map_err(SendError::Http)?;
+        let resp = match sender.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                // A TLS 1.3 upstream refuses a client certificate after
+                // the handshake, on the first read: that is a handshake
+                // failure too, with the same explanation.
+                return Err(match (&self.tls, find_rustls_error(&e)) {
+                    (Some(tls), Some(r)) => SendError::Tls(Box::new(TlsFailure::classify(
+                        Some(r),
+                        &e.to_string(),
+                        timing.client_auth.clone().unwrap_or_default(),
+                        tls.keystore(),
+                    ))),
+                    _ => SendError::Http(e),
+                });
+            }
+        };
         self.checkin(sender);
         Ok(resp)
     }
@@ -207,14 +227,28 @@ impl Connector {
             let tcp = KeepReading::new(tcp);
             match &self.tls {
                 None => handshake(TokioIo::new(tcp)).await,
-                Some((connector, name)) => {
+                Some(tls) => {
                     let started = Instant::now();
-                    let tls = connector
-                        .connect(name.clone(), tcp)
-                        .await
-                        .map_err(SendError::Tls)?;
+                    let (config, record) = tls.for_connection();
+                    let connected = TlsConnector::from(config)
+                        .connect(tls.server_name.clone(), tcp)
+                        .await;
+                    let record = record.lock().map(|r| r.clone()).unwrap_or_default();
+                    let stream = match connected {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let inner: &(dyn std::error::Error + 'static) = &e;
+                            return Err(SendError::Tls(Box::new(TlsFailure::classify(
+                                find_rustls_error(inner),
+                                &e.to_string(),
+                                record,
+                                tls.keystore(),
+                            ))));
+                        }
+                    };
                     timing.tls = Some(started.elapsed());
-                    handshake(TokioIo::new(tls)).await
+                    timing.client_auth = Some(record);
+                    handshake(TokioIo::new(stream)).await
                 }
             }
         };

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
-use rustls::pki_types::ServerName;
 
 use super::body::{boxed, Body};
 use super::fault::{codes, Fault};
@@ -28,6 +27,9 @@ pub struct UpstreamFacts {
     /// From sending the request (on an open connection) to the response
     /// head.
     pub first_byte: Option<Duration>,
+    /// What a new TLS connection's handshake did about client
+    /// certificates.
+    pub client_auth: Option<crate::tls::client::ClientAuthRecord>,
 }
 
 /// Where an upstream sends requests.
@@ -74,13 +76,27 @@ impl Upstream {
     pub fn fingerprint(c: &config::Upstream, source: &Source) -> String {
         use sha2::Digest;
         let mut f = format!("{c:?}");
-        if let Some(ts) = c.tls.as_ref().and_then(|t| t.truststore.as_ref()) {
-            match std::fs::read(source.resolve(ts)) {
+        for file in Upstream::files(c) {
+            match std::fs::read(source.resolve(file)) {
                 Ok(bytes) => f.push_str(&format!("{:x}", sha2::Sha256::digest(&bytes))),
                 Err(e) => f.push_str(&format!("unreadable: {e}")),
             }
         }
         f
+    }
+
+    /// The files an upstream's config names (truststore, keystore), as
+    /// written: a reload watches them.
+    pub fn files(c: &config::Upstream) -> Vec<&std::path::Path> {
+        let Some(t) = &c.tls else {
+            return Vec::new();
+        };
+        let mut files: Vec<&std::path::Path> = t.truststore.iter().map(|p| p.as_path()).collect();
+        for k in &t.keystore {
+            files.push(&k.certificate);
+            files.push(&k.key);
+        }
+        files
     }
 
     /// Builds an upstream from config, with connection pools for `workers`
@@ -92,6 +108,7 @@ impl Upstream {
         workers: usize,
         metrics: &Metrics,
         errors: &mut Vec<ConfigError>,
+        warnings: &mut Vec<ConfigError>,
     ) -> Option<Upstream> {
         let path = format!("upstreams.{name}");
         let request_timeout = Duration::from_millis(c.request_timeout_ms.max(1));
@@ -183,23 +200,14 @@ impl Upstream {
             .port_u16()
             .unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
         let tls = if scheme == Scheme::HTTPS {
-            let config = crate::tls::client::build(c.tls.as_ref(), source, &path, errors)?;
-            let name = c
-                .tls
-                .as_ref()
-                .and_then(|t| t.server_name.clone())
-                .unwrap_or_else(|| host.clone());
-            match ServerName::try_from(name.clone()) {
-                Ok(n) => Some((config, n)),
-                Err(e) => {
-                    errors.push(ConfigError::new(
-                        source,
-                        format!("{path}.tls.server_name"),
-                        format!("`{name}` is not a valid TLS server name: {e}"),
-                    ));
-                    return None;
-                }
-            }
+            Some(crate::tls::client::build(
+                c.tls.as_ref(),
+                &host,
+                source,
+                &path,
+                errors,
+                warnings,
+            )?)
         } else {
             None
         };
@@ -327,6 +335,24 @@ impl Upstream {
                 }
                 facts.connect = connect;
                 facts.tls = timing.tls;
+                if let Some(rec) = &timing.client_auth {
+                    use crate::tls::client::Outcome;
+                    if rec.outcome != Outcome::NotRequested {
+                        self.metrics.client_certificate(rec.outcome.name());
+                    }
+                    if rec.outcome.is_mismatch() && sent.as_ref().is_ok_and(|r| r.is_ok()) {
+                        tracing::warn!(
+                            upstream = %self.name,
+                            "upstream `{}` at {} asked for a client certificate from {}; the gateway sent {} ({}), and the upstream took it",
+                            self.name,
+                            self.address,
+                            if rec.acceptable.is_empty() { "any CA".to_string() } else { rec.acceptable.join("; ") },
+                            rec.sent.as_deref().unwrap_or("none"),
+                            rec.outcome.name()
+                        );
+                    }
+                }
+                facts.client_auth = timing.client_auth;
                 match sent {
                     Err(_) => Err(Fault::gateway_timeout(
                         &self.name,
@@ -341,7 +367,16 @@ impl Upstream {
                         let idle = self.body_idle_timeout;
                         Ok(resp.map(|b| boxed(super::body::IdleTimeout::new(b, idle))))
                     }
-                    Ok(Err(e)) => Err(self.explain(&e)),
+                    Ok(Err(e)) => {
+                        if let SendError::Tls(f) = &e {
+                            self.metrics.tls_failure(f.cause.reason());
+                            if f.client_auth.outcome != crate::tls::client::Outcome::NotRequested {
+                                self.metrics
+                                    .client_certificate(f.client_auth.outcome.name());
+                            }
+                        }
+                        Err(self.explain(&e))
+                    }
                 }
             }
         }
@@ -356,44 +391,56 @@ impl Upstream {
     }
 
     fn explain(&self, e: &SendError) -> Fault {
+        let (name, at) = (&self.name, &self.address);
         match e {
-            SendError::Tls(io) => {
-                let at = &self.address;
-                let why = match find_rustls_error(io) {
-                    Some(r) => explain_tls(r, &self.name),
-                    None => io.to_string(),
-                };
-                Fault::bad_gateway(
-                    codes::UPSTREAM_TLS,
-                    format!(
-                        "TLS handshake with upstream `{}` at {at} failed: {why}",
-                        self.name
-                    ),
-                )
-            }
+            SendError::Tls(f) => Fault::bad_gateway(f.cause.code(), f.client_message(name))
+                .with_internal(f.detail(name, at), f.to_json()),
             SendError::Resolve(io) => Fault::bad_gateway(
                 codes::UPSTREAM_UNREACHABLE,
+                format!("upstream `{name}` cannot be reached: its host name does not resolve"),
+            )
+            .with_internal(
                 format!(
-                    "cannot resolve the host `{}` of upstream `{}`: {io}",
-                    self.host(),
-                    self.name
+                    "cannot resolve the host `{}` of upstream `{name}`: {io}",
+                    self.host()
                 ),
+                serde_json::Value::Null,
             ),
+            SendError::Connect(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Fault::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    codes::UPSTREAM_REFUSED,
+                    "Service unavailable",
+                    format!("upstream `{name}` refused the connection"),
+                )
+                .with_internal(
+                    format!("cannot connect to upstream `{name}` at {at}: {io}"),
+                    serde_json::Value::Null,
+                )
+            }
             SendError::Connect(io) => Fault::bad_gateway(
                 codes::UPSTREAM_UNREACHABLE,
-                format!(
-                    "cannot connect to upstream `{}` at {}: {io}",
-                    self.name, self.address
-                ),
+                format!("upstream `{name}` cannot be reached"),
+            )
+            .with_internal(
+                format!("cannot connect to upstream `{name}` at {at}: {io}"),
+                serde_json::Value::Null,
             ),
-            SendError::ConnectTimeout(d) => Fault::bad_gateway(
-                codes::UPSTREAM_UNREACHABLE,
+            SendError::ConnectTimeout(d) => Fault::new(
+                http::StatusCode::GATEWAY_TIMEOUT,
+                codes::UPSTREAM_CONNECT_TIMEOUT,
+                "Gateway timeout",
                 format!(
-                    "cannot connect to upstream `{}` at {}: no connection within {} ms",
-                    self.name,
-                    self.address,
+                    "upstream `{name}`: no connection within {} ms",
                     d.as_millis()
                 ),
+            )
+            .with_internal(
+                format!(
+                    "cannot connect to upstream `{name}` at {at}: no connection within {} ms",
+                    d.as_millis()
+                ),
+                serde_json::Value::Null,
             ),
             SendError::Http(h) => {
                 let mut detail = h.to_string();
@@ -405,10 +452,11 @@ impl Upstream {
                 }
                 Fault::bad_gateway(
                     codes::UPSTREAM_UNREACHABLE,
-                    format!(
-                        "upstream `{}` at {} failed: {detail}",
-                        self.name, self.address
-                    ),
+                    format!("upstream `{name}` broke the exchange"),
+                )
+                .with_internal(
+                    format!("upstream `{name}` at {at} failed: {detail}"),
+                    serde_json::Value::Null,
                 )
             }
         }
@@ -436,42 +484,4 @@ fn check_port(authority: &str) -> Result<(), String> {
         Ok(n) if (1..=65535).contains(&n) => Ok(()),
         _ => Err(format!("the port `{port}` is not between 1 and 65535")),
     }
-}
-
-/// Says why a TLS handshake with an upstream failed, and what to change.
-fn explain_tls(e: &rustls::Error, upstream: &str) -> String {
-    use rustls::{CertificateError, Error};
-    let hint = match e {
-        Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
-            "; the upstream's certificate is not issued by a CA in upstreams.{upstream}.tls.truststore"
-        ),
-        Error::InvalidCertificate(CertificateError::NotValidForName)
-        | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => format!(
-            "; the certificate does not name the host the gateway asked for (set upstreams.{upstream}.tls.server_name)"
-        ),
-        Error::InvalidCertificate(CertificateError::Expired)
-        | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => "; the upstream's certificate has expired".to_string(),
-        Error::AlertReceived(rustls::AlertDescription::BadCertificate)
-        | Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
-            "; the upstream refused the gateway's client certificate (or wanted one)".to_string()
-        }
-        _ => String::new(),
-    };
-    format!("{e}{hint}")
-}
-
-/// Finds a rustls error in an error, looking inside `io::Error`s (which
-/// hide their inner error from `source()`).
-fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    if let Some(r) = e.downcast_ref::<rustls::Error>() {
-        return Some(r);
-    }
-    if let Some(inner) = e
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-    {
-        let inner: &(dyn std::error::Error + 'static) = inner;
-        return find_rustls_error(inner);
-    }
-    None
 }

@@ -486,7 +486,9 @@ impl TlsListener {
                 continue;
             }
             let cert_path = format!("{hp}.certificate");
-            check_validity(&certs, &cert_file, source, &cert_path, errors, warnings);
+            check_validity(
+                &certs, &cert_file, "clients", source, &cert_path, errors, warnings,
+            );
             check_server_names(&certs[0], &h.names, &cert_file, source, &cert_path, errors);
             let builder = match ServerConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&versions)
@@ -1082,9 +1084,13 @@ const EXPIRY_WARNING_DAYS: i64 = 30;
 /// that has expired, or is not valid yet, is an error (clients would refuse
 /// every handshake); one that expires within [`EXPIRY_WARNING_DAYS`] days is
 /// a warning.
-fn check_validity(
+/// Checks that every certificate of a chain is valid now (an error) and
+/// not about to expire (a warning). `peers` names who would refuse it
+/// (`clients`, `upstreams`).
+pub(super) fn check_validity(
     certs: &[rustls::pki_types::CertificateDer<'static>],
     file: &std::path::Path,
+    peers: &str,
     source: &Source,
     path: &str,
     errors: &mut Vec<ConfigError>,
@@ -1116,7 +1122,7 @@ fn check_validity(
                 source,
                 path,
                 format!(
-                    "{which} in {} expired on {}; clients refuse it: renew it",
+                    "{which} in {} expired on {}; {peers} refuse it: renew it",
                     file.display(),
                     day(until)
                 ),
@@ -1126,7 +1132,7 @@ fn check_validity(
                 source,
                 path,
                 format!(
-                    "{which} in {} is not valid until {}; clients refuse it until then (is the clock right?)",
+                    "{which} in {} is not valid until {}; {peers} refuse it until then (is the clock right?)",
                     file.display(),
                     day(from)
                 ),
