@@ -43,6 +43,38 @@ pub enum Command {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
+    /// Connect once to an upstream as the gateway would and say what
+    /// happened: its certificate chain, the TLS version, cipher and ALPN,
+    /// the CA names it accepts for client certificates, which certificate
+    /// would be sent and why, and the verdict with its cause and fix.
+    /// Exits 0 only when a request would succeed.
+    ///
+    /// `gatehouse probe https://host:port/path [--cert C --key K --ca CA]`
+    /// or `gatehouse probe -c FILE --upstream NAME`.
+    Probe {
+        /// The URL to probe (without -c/--upstream).
+        #[arg(value_name = "URL", required_unless_present = "upstream")]
+        url: Option<String>,
+        /// A config file whose upstream to probe (with --upstream).
+        #[arg(short, long, requires = "upstream")]
+        config: Option<PathBuf>,
+        /// The upstream of the config to probe.
+        #[arg(long, requires = "config", conflicts_with = "url")]
+        upstream: Option<String>,
+        /// A client certificate chain to present (PEM).
+        #[arg(long, requires = "key", conflicts_with = "config")]
+        cert: Option<PathBuf>,
+        /// Its private key (PEM).
+        #[arg(long, requires = "cert", conflicts_with = "config")]
+        key: Option<PathBuf>,
+        /// The CAs to trust for the upstream's certificate (PEM). Default:
+        /// the system's.
+        #[arg(long, conflicts_with = "config")]
+        ca: Option<PathBuf>,
+        /// The name to send as SNI and verify. Default: the URL's host.
+        #[arg(long, conflicts_with = "config")]
+        server_name: Option<String>,
+    },
     /// Load and validate a config, construct every policy, and print the
     /// effective chain of every API and operation. Exits 1 on any problem.
     Check {
@@ -97,6 +129,22 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { config, file } => check(config.or(file)),
         Command::NewPolicy { name, dir, sdk } => new_policy(&name, &dir, sdk),
+        Command::Probe {
+            url,
+            config,
+            upstream,
+            cert,
+            key,
+            ca,
+            server_name,
+        } => {
+            let target = match (url, config, upstream) {
+                (_, Some(file), Some(name)) => crate::probe::Target::from_config(&file, &name),
+                (Some(url), _, _) => crate::probe::Target::url(&url, cert, key, ca, server_name),
+                _ => Err("give a URL, or -c FILE --upstream NAME".to_string()),
+            };
+            probe(target)
+        }
         Command::Run {
             config,
             file,
@@ -129,6 +177,33 @@ fn check(config: Option<PathBuf>) -> ExitCode {
             print_problems(&errors, "", "found");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn probe(target: Result<crate::probe::Target, String>) -> ExitCode {
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = rt.block_on(crate::probe::probe(&target));
+    print!("{}", report.text);
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

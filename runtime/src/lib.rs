@@ -35,6 +35,7 @@ pub mod exchange;
 pub mod gateway;
 pub mod observe;
 pub mod policy;
+pub mod probe;
 pub mod proxy;
 pub mod scaffold;
 pub mod tls;

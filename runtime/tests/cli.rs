@@ -574,3 +574,29 @@ fn log_lines_explain_refusals_and_stay_readable_at_debug() {
         handshakes.len()
     );
 }
+
+/// `gatehouse probe` exits 1 with the cause when no request would succeed
+/// (a refused port), and asks for a URL or a config's upstream.
+#[test]
+fn probe_exits_nonzero_with_the_cause() {
+    let port = free_port();
+    let out = gatehouse()
+        .args(["probe", &format!("http://127.0.0.1:{port}/")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "verdict: FAILED upstream.refused: 127.0.0.1:{port} refused the connection"
+        )),
+        "{stdout}"
+    );
+    let out = gatehouse().args(["probe"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage error");
+    let out = gatehouse()
+        .args(["probe", "https://127.0.0.1:1/", "--cert", "c.pem"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "--cert needs --key");
+}

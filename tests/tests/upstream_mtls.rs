@@ -331,3 +331,123 @@ apis: [{{name: up, path: /, upstream: up}}]
         assert!(errors.contains(want), "missing `{want}` in:\n{errors}");
     }
 }
+
+/// `gatehouse probe`, from a config's upstream and from a URL with
+/// `--cert/--key/--ca`: the chain, the acceptable CA names, the keystore
+/// judged against them with the one sent marked, and the verdict with its
+/// code and fix — OK against an upstream whose CA we have a certificate
+/// from, FAILED with the mismatch against one we have none for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_shows_the_chain_the_cas_the_choice_and_the_verdict() {
+    let dir = TempDir::new("probe");
+    let server_ca = Pki::new("Probe Server CA");
+    let server = server_ca.server(&dir, "server", &["orders.internal"]);
+    server_ca.write_ca(&dir, "server-ca.crt");
+    let ca_a = Pki::new("Probe Partner A");
+    let ca_c = Pki::new("Probe Partner C");
+    let ca_b = Pki::new("Probe Partner B");
+    let a_file = ca_a.write_ca(&dir, "ca-a.crt");
+    let c_file = ca_c.write_ca(&dir, "ca-c.crt");
+    ca_b.client(&dir, "gw-b", &ClientSpec::new("gateway-b", 1), "");
+    ca_a.client(&dir, "gw-a", &ClientSpec::new("gateway-a", 2), "");
+    let good = upstream::start_with(
+        upstream::echo_handler(),
+        Some(upstream::mtls_config(&server.cert, &server.key, &[&a_file])),
+    )
+    .await;
+    let bad = upstream::start_with(
+        upstream::echo_handler(),
+        Some(upstream::mtls_config(&server.cert, &server.key, &[&c_file])),
+    )
+    .await;
+    let yaml = format!(
+        r#"
+listeners: [{{name: plain, address: "127.0.0.1:0"}}]
+upstreams:
+  good:
+    url: https://{g}/health
+    tls: &tls
+      server_name: orders.internal
+      truststore: server-ca.crt
+      keystore:
+        - {{certificate: gw-b.crt, key: gw-b.key}}
+        - {{certificate: gw-a.crt, key: gw-a.key}}
+  bad:
+    url: https://{b}/
+    tls: *tls
+apis: [{{name: a, path: /, upstream: good}}]
+"#,
+        g = good.addr,
+        b = bad.addr
+    );
+    let file = dir.write("gateway.yaml", &yaml);
+
+    let target = gatehouse::probe::Target::from_config(&file, "good").expect("target");
+    let report = gatehouse::probe::probe(&target).await;
+    let text = &report.text;
+    assert!(report.ok, "{text}");
+    for want in [
+        "upstream certificate chain:\n  #0 subject CN=orders.internal\n     issuer  CN=Probe Server CA",
+        "key     ECDSA P-256; signed with ECDSA with SHA-256",
+        "TLS: TLSv1.3",
+        "names   DNS:orders.internal",
+        "ALPN (none)",
+        "client certificate: asked for, from these CAs:\n  CN=Probe Partner A",
+        "#0 CN=gateway-b (issued by CN=Probe Partner B): reaches none of them\n",
+        "#1 CN=gateway-a (issued by CN=Probe Partner A): reaches a listed CA  <- sent",
+        "sent: CN=gateway-a (its chain reaches a CA the upstream named",
+        "verdict: OK GET /health answered 200",
+    ] {
+        assert!(text.contains(want), "missing `{want}` in:\n{text}");
+    }
+
+    let target = gatehouse::probe::Target::from_config(&file, "bad").expect("target");
+    let report = gatehouse::probe::probe(&target).await;
+    let text = &report.text;
+    assert!(!report.ok, "{text}");
+    for want in [
+        "from these CAs:\n  CN=Probe Partner C",
+        "verdict: FAILED upstream.tls.client-certificate-mismatch",
+        "it accepts client certificates from CN=Probe Partner C but ours are",
+        "add a certificate issued by one of its CAs to upstreams.bad.tls.keystore",
+    ] {
+        assert!(text.contains(want), "missing `{want}` in:\n{text}");
+    }
+
+    // From a URL, as `gatehouse probe URL --cert --key --ca` builds it.
+    let d = |f: &str| Some(file.parent().unwrap().join(f));
+    let target = gatehouse::probe::Target::url(
+        &format!("https://{}/", good.addr),
+        d("gw-a.crt"),
+        d("gw-a.key"),
+        d("server-ca.crt"),
+        Some("orders.internal".into()),
+    )
+    .expect("target");
+    let report = gatehouse::probe::probe(&target).await;
+    assert!(report.ok, "{}", report.text);
+    // Without the CA: the upstream's certificate is not trusted, and the
+    // chain is still shown.
+    let target = gatehouse::probe::Target::url(
+        &format!("https://{}/", good.addr),
+        None,
+        None,
+        None,
+        Some("orders.internal".into()),
+    )
+    .expect("target");
+    let report = gatehouse::probe::probe(&target).await;
+    assert!(!report.ok);
+    assert!(
+        report.text.contains("#0 subject CN=orders.internal"),
+        "{}",
+        report.text
+    );
+    assert!(
+        report
+            .text
+            .contains("verdict: FAILED upstream.tls.untrusted-certificate"),
+        "{}",
+        report.text
+    );
+}

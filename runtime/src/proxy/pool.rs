@@ -144,21 +144,33 @@ impl Connector {
         req: Request<Body>,
         timing: &mut SendTiming,
     ) -> Result<Response<Incoming>, SendError> {
-        let mut sender = self.connect(timing).await?;
+        let (mut sender, ended) = self.connect(timing).await?;
         let resp = match sender.send_request(req).await {
             Ok(r) => r,
             Err(e) => {
                 // A TLS 1.3 upstream refuses a client certificate after
                 // the handshake, on the first read: that is a handshake
-                // failure too, with the same explanation.
-                return Err(match (&self.tls, find_rustls_error(&e)) {
-                    (Some(tls), Some(r)) => SendError::Tls(Box::new(TlsFailure::classify(
-                        Some(r),
+                // failure too, with the same explanation. The request may
+                // only see "canceled"; the connection's own error says why.
+                let Some(tls) = &self.tls else {
+                    return Err(SendError::Http(e));
+                };
+                let found = match find_rustls_error(&e) {
+                    Some(r) => Some(r.clone()),
+                    None => tokio::time::timeout(Duration::from_secs(1), ended)
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten(),
+                };
+                return Err(match found {
+                    Some(r) => SendError::Tls(Box::new(TlsFailure::classify(
+                        Some(&r),
                         &e.to_string(),
                         timing.client_auth.clone().unwrap_or_default(),
                         tls.keystore(),
                     ))),
-                    _ => SendError::Http(e),
+                    None => SendError::Http(e),
                 });
             }
         };
@@ -209,7 +221,12 @@ impl Connector {
         }
     }
 
-    async fn connect(&self, timing: &mut SendTiming) -> Result<SendRequest<Body>, SendError> {
+    /// Opens a connection: its sender, and how its connection task ended
+    /// (the rustls error, if that is what ended it).
+    async fn connect(
+        &self,
+        timing: &mut SendTiming,
+    ) -> Result<(SendRequest<Body>, Ended), SendError> {
         let connecting = async {
             let started = Instant::now();
             // Resolving apart from connecting tells the two failures apart
@@ -259,7 +276,10 @@ impl Connector {
     }
 }
 
-async fn handshake<I>(io: TokioIo<I>) -> Result<SendRequest<Body>, SendError>
+/// How a connection's task ended: the rustls error when one ended it.
+type Ended = tokio::sync::oneshot::Receiver<Option<rustls::Error>>;
+
+async fn handshake<I>(io: TokioIo<I>) -> Result<(SendRequest<Body>, Ended), SendError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -267,12 +287,17 @@ where
         .handshake(io)
         .await
         .map_err(SendError::Http)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
+        let mut tls = None;
         if let Err(e) = conn.await {
             tracing::debug!("upstream connection ended: {e}");
+            tls = find_rustls_error(&e).cloned();
         }
+        // Nobody listens once the first request went through.
+        let _ = tx.send(tls);
     });
-    Ok(sender)
+    Ok((sender, rx))
 }
 
 /// An upstream connection that keeps reading after the upstream stopped

@@ -24,6 +24,8 @@ pub struct UpstreamTlsConfig {
     base: Arc<ClientConfig>,
     /// The client certificates, and what to do when none fits.
     keystore: Arc<Keystore>,
+    /// How the upstream's certificate is verified.
+    verifier: Arc<dyn ServerCertVerifier>,
     /// The name sent as SNI.
     pub server_name: ServerName<'static>,
 }
@@ -44,6 +46,68 @@ impl UpstreamTlsConfig {
     /// The keystore's certificates, for messages.
     pub fn keystore(&self) -> &Keystore {
         &self.keystore
+    }
+
+    /// [`Self::for_connection`] that also keeps the chain the upstream
+    /// presents, verified or not (`gatehouse probe` shows it).
+    pub fn for_probe(&self) -> (Arc<ClientConfig>, Arc<Mutex<ClientAuthRecord>>, Seen) {
+        let (cfg, record) = self.for_connection();
+        let mut cfg = Arc::unwrap_or_clone(cfg);
+        let seen: Seen = Arc::default();
+        cfg.dangerous().set_certificate_verifier(Arc::new(Capture {
+            inner: self.verifier.clone(),
+            seen: seen.clone(),
+        }));
+        (Arc::new(cfg), record, seen)
+    }
+}
+
+/// The chain an upstream presented, leaf first.
+pub type Seen = Arc<Mutex<Vec<CertificateDer<'static>>>>;
+
+/// Keeps the presented chain, then verifies as configured.
+#[derive(Debug)]
+struct Capture {
+    inner: Arc<dyn ServerCertVerifier>,
+    seen: Seen,
+}
+
+impl ServerCertVerifier for Capture {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        sni: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Ok(mut s) = self.seen.lock() {
+            *s = std::iter::once(end_entity)
+                .chain(intermediates)
+                .map(|c| c.clone().into_owned())
+                .collect();
+        }
+        self.inner
+            .verify_server_cert(end_entity, intermediates, sni, ocsp, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -131,6 +195,20 @@ impl Keystore {
     fn subject(&self, i: usize) -> Option<&str> {
         self.entries.get(i).map(|e| e.subject.as_str())
     }
+
+    /// For each certificate: its description, and whether its chain
+    /// reaches one of `acceptable` (DER names).
+    pub fn against(&self, acceptable: &[Vec<u8>]) -> Vec<(String, bool)> {
+        self.entries
+            .iter()
+            .map(|e| {
+                (
+                    format!("{} (issued by {})", e.subject, e.issuer),
+                    e.reaches.iter().any(|n| acceptable.contains(n)),
+                )
+            })
+            .collect()
+    }
 }
 
 /// Which certificate a handshake sends, and why.
@@ -194,6 +272,8 @@ impl Outcome {
 pub struct ClientAuthRecord {
     /// The CA names the upstream listed (RFC 4514), in its order.
     pub acceptable: Vec<String>,
+    /// The same names, DER.
+    pub acceptable_der: Vec<Vec<u8>>,
     /// The subject of the certificate sent.
     pub sent: Option<String>,
     /// How it was chosen.
@@ -229,6 +309,7 @@ impl ResolvesClientCert for Recording {
         let choice = self.keystore.choose(root_hint_subjects, sigschemes);
         if let Ok(mut r) = self.record.lock() {
             r.acceptable = root_hint_subjects.iter().map(|n| dn_text(n)).collect();
+            r.acceptable_der = root_hint_subjects.iter().map(|n| n.to_vec()).collect();
             r.sent = choice
                 .index
                 .and_then(|i| self.keystore.subject(i))
@@ -745,7 +826,7 @@ pub fn build(
     let keystore = Arc::new(keystore);
     let mut config = builder
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
+        .with_custom_certificate_verifier(verifier.clone())
         .with_client_cert_resolver(Arc::new(Recording {
             keystore: keystore.clone(),
             record: Arc::default(),
@@ -754,6 +835,7 @@ pub fn build(
     Some(UpstreamTlsConfig {
         base: Arc::new(config),
         keystore,
+        verifier,
         server_name,
     })
 }

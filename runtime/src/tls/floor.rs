@@ -252,6 +252,35 @@ fn key_type(c: &X509Certificate<'_>) -> Result<KeyType, String> {
     }
 }
 
+/// A certificate's key in words: `ECDSA P-256`, `RSA 2048 bits`, ...
+pub fn describe_key(c: &X509Certificate<'_>) -> String {
+    match key_type(c) {
+        Ok(KeyType::Rsa(bits)) => format!("RSA {bits} bits"),
+        Ok(k) => k.name().to_string(),
+        Err(e) => e,
+    }
+}
+
+/// The algorithm a certificate is signed with, in words.
+pub fn describe_signature(c: &X509Certificate<'_>) -> String {
+    let oid = c.signature_algorithm.algorithm.to_id_string();
+    let name = match oid.as_str() {
+        "1.2.840.113549.1.1.11" => "SHA-256 with RSA",
+        "1.2.840.113549.1.1.12" => "SHA-384 with RSA",
+        "1.2.840.113549.1.1.13" => "SHA-512 with RSA",
+        "1.2.840.113549.1.1.10" => "RSASSA-PSS",
+        "1.2.840.10045.4.3.2" => "ECDSA with SHA-256",
+        "1.2.840.10045.4.3.3" => "ECDSA with SHA-384",
+        "1.2.840.10045.4.3.4" => "ECDSA with SHA-512",
+        "1.3.101.112" => "Ed25519",
+        "1.2.840.113549.1.1.5" => "SHA-1 with RSA (weak)",
+        "1.2.840.113549.1.1.4" => "MD5 with RSA (broken)",
+        "1.2.840.10045.4.1" => "ECDSA with SHA-1 (weak)",
+        _ => return oid,
+    };
+    name.to_string()
+}
+
 /// The bits of the hash a certificate is signed with, or the name of a
 /// broken or unknown algorithm.
 fn signature_hash(c: &X509Certificate<'_>) -> Result<usize, String> {
