@@ -27,6 +27,8 @@ pub struct Target {
     pub upstream: Option<String>,
     /// The connect timeout.
     pub connect_timeout: Duration,
+    /// The HTTP version the upstream is configured with (ALPN offered).
+    pub protocol: config::UpstreamProtocol,
 }
 
 impl Target {
@@ -55,6 +57,7 @@ impl Target {
             base_dir: std::env::current_dir().unwrap_or_default(),
             upstream: None,
             connect_timeout: Duration::from_secs(5),
+            protocol: config::UpstreamProtocol::Http1,
         })
     }
 
@@ -75,6 +78,7 @@ impl Target {
             base_dir: source.base_dir,
             upstream: Some(upstream.to_string()),
             connect_timeout: Duration::from_millis(u.connect_timeout_ms.max(1)),
+            protocol: u.protocol,
         })
     }
 }
@@ -146,6 +150,7 @@ pub async fn probe(target: &Target) -> Report {
         let (mut errors, mut warnings) = (Vec::new(), Vec::new());
         let built = crate::tls::client::build(
             Some(&target.tls),
+            target.protocol,
             &host,
             &source,
             &format!("upstreams.{name}"),

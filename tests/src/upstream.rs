@@ -103,7 +103,33 @@ pub async fn start(handler: Handler) -> Upstream {
 
 /// Starts an upstream; TLS when `tls` is given.
 pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0")
+    start_impl(handler, tls, false, None).await
+}
+
+/// Starts a plain HTTP/1.1 upstream on a given address (a port that was
+/// down, coming back).
+pub async fn start_on(addr: SocketAddr, handler: Handler) -> Upstream {
+    start_impl(handler, None, false, Some(addr)).await
+}
+
+/// Starts an HTTP/2-only upstream: h2 over TLS (ALPN `h2`) when `tls` is
+/// given, h2c with prior knowledge otherwise.
+pub async fn start_h2(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
+    let tls = tls.map(|c| {
+        let mut c = (*c).clone();
+        c.alpn_protocols = vec![b"h2".to_vec()];
+        Arc::new(c)
+    });
+    start_impl(handler, tls, true, None).await
+}
+
+async fn start_impl(
+    handler: Handler,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    h2: bool,
+    at: Option<SocketAddr>,
+) -> Upstream {
+    let listener = TcpListener::bind(at.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))))
         .await
         .expect("bind upstream");
     let addr = listener.local_addr().expect("upstream addr");
@@ -151,6 +177,13 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
                     async move { Ok::<_, Infallible>(h(req).await) }
                 });
                 match tls {
+                    None if h2 => {
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                    }
                     None => {
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), svc)
@@ -168,9 +201,17 @@ pub async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>
                                 .and_then(|c| c.first())
                                 .map(|c| c.to_vec()),
                         ));
-                        let _ = hyper::server::conn::http1::Builder::new()
+                        if h2 {
+                            let _ = hyper::server::conn::http2::Builder::new(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
                             .serve_connection(TokioIo::new(s), svc)
                             .await;
+                        } else {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(s), svc)
+                                .await;
+                        }
                     }
                 }
             });
@@ -231,6 +272,7 @@ pub fn echo_handler() -> Handler {
                 }
             }
             let doc = serde_json::json!({
+                "version": format!("{:?}", parts.version),
                 "method": parts.method.as_str(),
                 "target": parts.uri.to_string(),
                 "path": parts.uri.path(),

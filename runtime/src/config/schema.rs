@@ -398,6 +398,58 @@ pub struct Upstream {
     /// connection or stream reset). Default 60000.
     #[serde(default = "default_upstream_body_timeout")]
     pub body_idle_timeout_ms: u64,
+    /// Where to connect, as `host:port` entries, used in turn (round
+    /// robin). Default: the URL's host and port. The URL still gives the
+    /// `Host` header and the TLS server name.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Connections open at once to this upstream, in use and idle, over
+    /// all worker threads. A request that finds none free waits up to
+    /// `connect_timeout_ms`, then gets `503 upstream.pool-exhausted`.
+    /// Default 1024.
+    #[serde(default = "default_upstream_max_connections")]
+    pub max_connections: usize,
+    /// A connection is not reused once it is this old (milliseconds);
+    /// 0: no limit. Default 0.
+    #[serde(default)]
+    pub max_connection_lifetime_ms: u64,
+    /// Consecutive failed connects after which an address is left out.
+    /// 0: never. Default 5.
+    #[serde(default = "default_eject_after")]
+    pub eject_after_connect_failures: u32,
+    /// How long an address is left out (milliseconds). Default 30000.
+    #[serde(default = "default_eject_for")]
+    pub eject_for_ms: u64,
+    /// `http1` (default), `http2` (h2 over TLS, h2c prior knowledge on
+    /// `http://`), or `auto` (ALPN decides over TLS; HTTP/1.1 on
+    /// `http://`).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+}
+
+/// The HTTP version spoken to an upstream.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 (h2, or h2c prior knowledge on `http://`).
+    Http2,
+    /// ALPN decides (`h2` or `http/1.1`); HTTP/1.1 on `http://`.
+    Auto,
+}
+
+fn default_upstream_max_connections() -> usize {
+    1024
+}
+
+fn default_eject_after() -> u32 {
+    5
+}
+
+fn default_eject_for() -> u64 {
+    30_000
 }
 
 fn default_upstream_body_timeout() -> u64 {

@@ -95,6 +95,11 @@ pub mod codes {
     /// failures have codes of their own, `upstream.tls.*`, made by
     /// [`crate::tls::client::TlsCause::code`].)
     pub const UPSTREAM_REFUSED: &str = "upstream.refused";
+    /// 503: the upstream's `max_connections` are all open and none came
+    /// free within its connect timeout.
+    pub const UPSTREAM_POOL_EXHAUSTED: &str = "upstream.pool-exhausted";
+    /// 502: an upstream with `protocol: http2` did not agree to h2.
+    pub const UPSTREAM_NO_HTTP2: &str = "upstream.no-http2";
     /// 504: no connection to the upstream within its connect timeout.
     pub const UPSTREAM_CONNECT_TIMEOUT: &str = "upstream.connect-timeout";
     /// A policy call ran past its deadline.

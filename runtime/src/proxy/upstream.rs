@@ -202,6 +202,7 @@ impl Upstream {
         let tls = if scheme == Scheme::HTTPS {
             Some(crate::tls::client::build(
                 c.tls.as_ref(),
+                c.protocol,
                 &host,
                 source,
                 &path,
@@ -211,15 +212,45 @@ impl Upstream {
         } else {
             None
         };
-        let connector = Connector::new(
+        let mut addresses = Vec::new();
+        if c.addresses.is_empty() {
+            addresses.push((host, port));
+        }
+        for (k, a) in c.addresses.iter().enumerate() {
+            match parse_address(a) {
+                Ok(hp) => addresses.push(hp),
+                Err(why) => {
+                    errors.push(ConfigError::new(
+                        source,
+                        format!("{path}.addresses[{k}]"),
+                        format!("`{a}`: {why}"),
+                    ));
+                    return None;
+                }
+            }
+        }
+        if c.max_connections == 0 {
+            errors.push(ConfigError::new(
+                source,
+                format!("{path}.max_connections"),
+                "at least 1",
+            ));
+            return None;
+        }
+        let connector = Connector::new(super::pool::Settings {
             workers,
-            host,
-            port,
+            addresses,
             tls,
-            Duration::from_millis(c.connect_timeout_ms.max(1)),
-            Duration::from_millis(c.idle_timeout_ms.max(1)),
-            c.max_idle_connections,
-        );
+            protocol: c.protocol,
+            connect_timeout: Duration::from_millis(c.connect_timeout_ms.max(1)),
+            idle_timeout: Duration::from_millis(c.idle_timeout_ms.max(1)),
+            max_idle: c.max_idle_connections,
+            max_connections: c.max_connections,
+            max_lifetime: (c.max_connection_lifetime_ms > 0)
+                .then(|| Duration::from_millis(c.max_connection_lifetime_ms)),
+            eject_after: c.eject_after_connect_failures,
+            eject_for: Duration::from_millis(c.eject_for_ms.max(1)),
+        });
         Some(Upstream {
             address: Arc::from(connector.address().as_str()),
             name: name_arc,
@@ -335,6 +366,9 @@ impl Upstream {
                 }
                 facts.connect = connect;
                 facts.tls = timing.tls;
+                if let Some(a) = &timing.address {
+                    facts.address = Some(a.clone());
+                }
                 if let Some(rec) = &timing.client_auth {
                     use crate::tls::client::Outcome;
                     if rec.outcome != Outcome::NotRequested {
@@ -375,7 +409,7 @@ impl Upstream {
                                     .client_certificate(f.client_auth.outcome.name());
                             }
                         }
-                        Err(self.explain(&e))
+                        Err(self.explain(&e, timing.address.as_deref()))
                     }
                 }
             }
@@ -390,8 +424,11 @@ impl Upstream {
         }
     }
 
-    fn explain(&self, e: &SendError) -> Fault {
-        let (name, at) = (&self.name, &self.address);
+    /// The fault for a failed send; `tried` is the address the connector
+    /// last tried (an upstream may have several).
+    fn explain(&self, e: &SendError, tried: Option<&str>) -> Fault {
+        let name = &self.name;
+        let at = tried.unwrap_or(&self.address);
         match e {
             SendError::Tls(f) => Fault::bad_gateway(f.cause.code(), f.client_message(name))
                 .with_internal(f.detail(name, at), f.to_json()),
@@ -424,6 +461,28 @@ impl Upstream {
             )
             .with_internal(
                 format!("cannot connect to upstream `{name}` at {at}: {io}"),
+                serde_json::Value::Null,
+            ),
+            SendError::PoolExhausted(n) => Fault::new(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                codes::UPSTREAM_POOL_EXHAUSTED,
+                "Service unavailable",
+                format!("upstream `{name}`: every connection is busy"),
+            )
+            .with_internal(
+                format!(
+                    "upstream `{name}`: all {n} connections (max_connections) are open and none came free within connect_timeout_ms"
+                ),
+                serde_json::Value::Null,
+            ),
+            SendError::NoHttp2 => Fault::bad_gateway(
+                codes::UPSTREAM_NO_HTTP2,
+                format!("upstream `{name}` does not speak HTTP/2"),
+            )
+            .with_internal(
+                format!(
+                    "upstream `{name}` at {at} did not agree to h2 in ALPN; set its protocol to auto or http1"
+                ),
                 serde_json::Value::Null,
             ),
             SendError::ConnectTimeout(d) => Fault::new(
@@ -484,4 +543,25 @@ fn check_port(authority: &str) -> Result<(), String> {
         Ok(n) if (1..=65535).contains(&n) => Ok(()),
         _ => Err(format!("the port `{port}` is not between 1 and 65535")),
     }
+}
+
+/// Parses one `addresses` entry: `host:port` or `[v6]:port`.
+fn parse_address(a: &str) -> Result<(String, u16), String> {
+    let (host, port) = match a.strip_prefix('[') {
+        Some(rest) => match rest.split_once("]:") {
+            Some((h, p)) => (h, p),
+            None => return Err("write an IPv6 address as [addr]:port".into()),
+        },
+        None => a
+            .rsplit_once(':')
+            .ok_or_else(|| "write it as host:port".to_string())?,
+    };
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    check_port(&format!("x:{port}"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("the port `{port}` is not a number"))?;
+    Ok((host.to_string(), port))
 }

@@ -15,7 +15,9 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use x509_parser::prelude::*;
 
 use super::pem;
-use crate::config::{ConfigError, Source, UnmatchedClientCertificate, UpstreamTls};
+use crate::config::{
+    ConfigError, Source, UnmatchedClientCertificate, UpstreamProtocol, UpstreamTls,
+};
 
 /// An upstream's TLS settings, ready to connect.
 #[derive(Debug)]
@@ -661,6 +663,7 @@ impl ServerCertVerifier for NoVerification {
 /// `path`.tls), doubts to `warnings`.
 pub fn build(
     tls: Option<&UpstreamTls>,
+    protocol: UpstreamProtocol,
     host: &str,
     source: &Source,
     path: &str,
@@ -711,13 +714,34 @@ pub fn build(
             vec![]
         }
     };
-    let alpn = t.alpn.clone().unwrap_or_else(|| vec!["http/1.1".into()]);
+    let alpn = t.alpn.clone().unwrap_or_else(|| match protocol {
+        UpstreamProtocol::Http1 => vec!["http/1.1".into()],
+        UpstreamProtocol::Http2 => vec!["h2".into()],
+        UpstreamProtocol::Auto => vec!["h2".into(), "http/1.1".into()],
+    });
     for (i, p) in alpn.iter().enumerate() {
-        if p != "http/1.1" {
+        let fits = match protocol {
+            UpstreamProtocol::Http1 => p == "http/1.1",
+            UpstreamProtocol::Http2 => p == "h2",
+            UpstreamProtocol::Auto => p == "h2" || p == "http/1.1",
+        };
+        if !fits {
             errors.push(ConfigError::new(
                 source,
                 format!("{}[{i}]", key("alpn")),
-                format!("unsupported protocol `{p}`: the gateway speaks http/1.1 to upstreams"),
+                format!(
+                    "`{p}` does not fit protocol {}: use {}",
+                    match protocol {
+                        UpstreamProtocol::Http1 => "http1",
+                        UpstreamProtocol::Http2 => "http2",
+                        UpstreamProtocol::Auto => "auto",
+                    },
+                    match protocol {
+                        UpstreamProtocol::Http1 => "http/1.1 (or set protocol: http2 or auto)",
+                        UpstreamProtocol::Http2 => "h2",
+                        UpstreamProtocol::Auto => "h2 and http/1.1",
+                    }
+                ),
             ));
         }
     }
