@@ -1053,3 +1053,136 @@ pub fn find_rustls_error<'a>(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A keystore entry for a fresh P-256 certificate issued by a CA named
+    /// `ca`, whose chain carries an intermediate named `via` when given.
+    fn entry(cn: &str, ca: &str, via: Option<&str>) -> (KeyEntry, Vec<u8>) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, ca);
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let (issuer_params, issuer_key, mut chain_tail) = match via {
+            Some(name) => {
+                let k = rcgen::KeyPair::generate().unwrap();
+                let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+                p.distinguished_name.push(rcgen::DnType::CommonName, name);
+                p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+                let c = p
+                    .signed_by(&k, &rcgen::Issuer::from_params(&ca_params, &ca_key))
+                    .unwrap();
+                (p, k, vec![c.der().clone()])
+            }
+            None => (ca_params, ca_key, Vec::new()),
+        };
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let leaf = p
+            .signed_by(
+                &key,
+                &rcgen::Issuer::from_params(&issuer_params, &issuer_key),
+            )
+            .unwrap();
+        let mut chain = vec![leaf.der().clone()];
+        chain.append(&mut chain_tail);
+        let signing = super::super::provider()
+            .key_provider
+            .load_private_key(rustls::pki_types::PrivateKeyDer::Pkcs8(
+                key.serialize_der().into(),
+            ))
+            .unwrap();
+        let parsed: Vec<_> = chain
+            .iter()
+            .map(|c| X509Certificate::from_der(c.as_ref()).unwrap().1)
+            .collect();
+        let mut reaches = Vec::new();
+        for (j, c) in parsed.iter().enumerate() {
+            reaches.push(c.issuer().as_raw().to_vec());
+            if j > 0 {
+                reaches.push(c.subject().as_raw().to_vec());
+            }
+        }
+        let e = KeyEntry {
+            key: Arc::new(CertifiedKey::new(chain, signing)),
+            reaches,
+            subject: format!("CN={cn}"),
+            issuer: String::new(),
+        };
+        let ca_name = X509Certificate::from_der(ca_cert.der().as_ref())
+            .unwrap()
+            .1
+            .subject()
+            .as_raw()
+            .to_vec();
+        (e, ca_name)
+    }
+
+    const P256: &[SignatureScheme] = &[SignatureScheme::ECDSA_NISTP256_SHA256];
+
+    #[test]
+    fn the_first_certificate_reaching_a_named_ca_is_chosen() {
+        let (b, b_ca) = entry("b", "CA B", None);
+        let (a, a_ca) = entry("a", "CA A", Some("Intermediate A"));
+        let ks = Keystore {
+            entries: vec![b, a],
+            unmatched: UnmatchedClientCertificate::SendDefault,
+        };
+        // By the root's name (the chain's last issuer) ...
+        let c = ks.choose(&[a_ca.as_slice()], P256);
+        assert_eq!((c.index, c.outcome), (Some(1), Outcome::Matched));
+        // ... or the configured order when both match.
+        let c = ks.choose(&[a_ca.as_slice(), b_ca.as_slice()], P256);
+        assert_eq!((c.index, c.outcome), (Some(0), Outcome::Matched));
+        // No CA list: the first.
+        let c = ks.choose(&[], P256);
+        assert_eq!((c.index, c.outcome), (Some(0), Outcome::NoCaList));
+        // None reaches: send_default sends the first, send_none nothing.
+        let other = b"\x30\x00".to_vec();
+        let c = ks.choose(&[other.as_slice()], P256);
+        assert_eq!(
+            (c.index, c.outcome),
+            (Some(0), Outcome::MismatchSentDefault)
+        );
+        let none = Keystore {
+            unmatched: UnmatchedClientCertificate::SendNone,
+            ..ks
+        };
+        let c = none.choose(&[other.as_slice()], P256);
+        assert_eq!((c.index, c.outcome), (None, Outcome::MismatchSentNone));
+    }
+
+    #[test]
+    fn an_intermediate_named_by_the_upstream_counts() {
+        let (a, _) = entry("a", "Root A", Some("Issuing A"));
+        let inter = a.reaches[0].clone(); // the leaf's issuer: Issuing A
+        let ks = Keystore {
+            entries: vec![a],
+            unmatched: UnmatchedClientCertificate::SendNone,
+        };
+        let c = ks.choose(&[inter.as_slice()], P256);
+        assert_eq!(c.outcome, Outcome::Matched);
+    }
+
+    #[test]
+    fn no_certificate_goes_with_an_algorithm_the_upstream_did_not_offer() {
+        let (a, a_ca) = entry("a", "CA A", None);
+        let ks = Keystore {
+            entries: vec![a],
+            unmatched: UnmatchedClientCertificate::SendDefault,
+        };
+        let c = ks.choose(&[a_ca.as_slice()], &[SignatureScheme::ED25519]);
+        assert_eq!((c.index, c.outcome), (None, Outcome::NoSupportedAlgorithm));
+        let empty = Keystore {
+            entries: Vec::new(),
+            unmatched: UnmatchedClientCertificate::SendDefault,
+        };
+        assert_eq!(empty.choose(&[], P256).outcome, Outcome::NoneConfigured);
+    }
+}
