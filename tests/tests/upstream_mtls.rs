@@ -451,3 +451,210 @@ apis: [{{name: a, path: /, upstream: good}}]
         report.text
     );
 }
+
+/// Keystore formats as operators have them, made with `openssl`: an RSA
+/// key in PKCS#1 (`BEGIN RSA PRIVATE KEY`), an ECDSA key in SEC1 (`BEGIN
+/// EC PRIVATE KEY`), an Ed25519 key in PKCS#8; each presented to an
+/// upstream that requires the CA that issued them, which reports the
+/// certificate it got.
+#[tokio::test]
+async fn keystore_keys_in_pkcs1_sec1_and_pkcs8_are_presented() {
+    let dir = TempDir::new("up-key-formats");
+    let script = r#"set -e
+cat > ext.cnf <<'EOT'
+[ca]
+basicConstraints=critical,CA:TRUE
+keyUsage=critical,keyCertSign,cRLSign
+[client]
+basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth
+EOT
+openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+openssl req -new -x509 -sha256 -days 30 -key ca.key -subj "/CN=Formats CA" -config /dev/null -extensions ca -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" -out ca.crt 2>/dev/null || \
+  openssl req -new -x509 -sha256 -days 30 -key ca.key -subj "/CN=Formats CA" -out ca.crt
+openssl genrsa -traditional -out rsa.key 2048 2>/dev/null
+openssl ecparam -name prime256v1 -genkey -noout -out ec.key
+openssl genpkey -algorithm ed25519 -out ed.key
+for k in rsa ec ed; do
+  openssl req -new -key $k.key -subj "/CN=gateway-$k" -out $k.csr
+  openssl x509 -req -days 30 -in $k.csr -CA ca.crt -CAkey ca.key -CAcreateserial -extfile ext.cnf -extensions client -out $k.crt 2>/dev/null
+done
+head -1 rsa.key ec.key ed.key
+"#;
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir.path())
+        .output()
+        .expect("bash and openssl");
+    let heads = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "BEGIN RSA PRIVATE KEY",
+        "BEGIN EC PRIVATE KEY",
+        "BEGIN PRIVATE KEY",
+    ] {
+        assert!(
+            heads.contains(want),
+            "the key formats are not the intended ones: {heads}"
+        );
+    }
+    let server_ca = Pki::new("Formats Server CA");
+    let server = server_ca.server(&dir, "server", &["orders.internal"]);
+    server_ca.write_ca(&dir, "server-ca.crt");
+    let up = upstream::start_with(
+        upstream::echo_handler(),
+        Some(upstream::mtls_config(
+            &server.cert,
+            &server.key,
+            &[&dir.path().join("ca.crt")],
+        )),
+    )
+    .await;
+    let yaml = format!(
+        r#"
+listeners: [{{name: plain, address: "127.0.0.1:0"}}]
+upstreams:
+  rsa: {{url: "https://{a}", tls: {{server_name: orders.internal, truststore: server-ca.crt, keystore: [{{certificate: rsa.crt, key: rsa.key}}]}}}}
+  ec: {{url: "https://{a}", tls: {{server_name: orders.internal, truststore: server-ca.crt, keystore: [{{certificate: ec.crt, key: ec.key}}]}}}}
+  ed: {{url: "https://{a}", tls: {{server_name: orders.internal, truststore: server-ca.crt, keystore: [{{certificate: ed.crt, key: ed.key}}]}}}}
+apis:
+  - {{name: rsa, path: /rsa, upstream: rsa}}
+  - {{name: ec, path: /ec, upstream: ec}}
+  - {{name: ed, path: /ed, upstream: ed}}
+"#,
+        a = up.addr
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    for k in ["rsa", "ec", "ed"] {
+        let r = Client::plain(gw.addr("plain"))
+            .get(&format!("/{k}/x"), &[])
+            .await;
+        assert_eq!(r.status, 200, "{k}: {}", String::from_utf8_lossy(&r.body));
+        let pem = std::fs::read(gw.dir.path().join(format!("{k}.crt"))).unwrap();
+        let der = rustls::pki_types::pem::PemObject::from_pem_slice(&pem)
+            .map(|c: rustls::pki_types::CertificateDer<'static>| c.to_vec())
+            .unwrap();
+        assert_eq!(
+            r.json()["client_cert_sha256"],
+            sha256(&der),
+            "{k}: the upstream got our {k} certificate"
+        );
+    }
+}
+
+/// Stops an nginx started by a test.
+struct Nginx(std::path::PathBuf);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.0.join("nginx.pid")) {
+            let _ = std::process::Command::new("kill")
+                .args(["-QUIT", pid.trim()])
+                .status();
+        }
+    }
+}
+
+/// nginx as the upstream, with `ssl_verify_client on` (nginx is installed
+/// by `.ci/run`): it lists the CA of its `ssl_client_certificate` in its
+/// CertificateRequest, the gateway sends the certificate issued by it —
+/// second in the keystore — and nginx reports the subject it verified.
+#[tokio::test]
+async fn nginx_with_ssl_verify_client_gets_the_certificate_it_names() {
+    let dir = TempDir::new("up-nginx");
+    let server_ca = Pki::new("Nginx Server CA");
+    server_ca.server(&dir, "server", &["orders.internal"]);
+    server_ca.write_ca(&dir, "server-ca.crt");
+    let ca_a = Pki::new("Nginx Partner A");
+    let ca_b = Pki::new("Nginx Partner B");
+    ca_a.write_ca(&dir, "ca-a.crt");
+    ca_b.client(&dir, "gw-b", &ClientSpec::new("gateway-b", 1), "");
+    ca_a.client(&dir, "gw-a", &ClientSpec::new("gateway-a", 2), "");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = dir.path().display().to_string();
+    dir.write(
+        "nginx.conf",
+        format!(
+            r#"worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {d}/server.crt;
+    ssl_certificate_key {d}/server.key;
+    ssl_client_certificate {d}/ca-a.crt;
+    ssl_verify_client on;
+    location / {{ return 200 "$ssl_client_verify $ssl_client_s_dn"; }}
+  }}
+}}
+"#
+        ),
+    );
+    let started = std::process::Command::new("nginx")
+        .args([
+            "-p",
+            &d,
+            "-e",
+            &format!("{d}/error.log"),
+            "-c",
+            &format!("{d}/nginx.conf"),
+        ])
+        .output()
+        .expect("nginx (installed by .ci/run)");
+    assert!(
+        started.status.success(),
+        "nginx did not start: {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let _nginx = Nginx(dir.path().to_path_buf());
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let yaml = format!(
+        r#"
+listeners: [{{name: plain, address: "127.0.0.1:0"}}]
+upstreams:
+  nginx:
+    url: https://127.0.0.1:{port}
+    tls:
+      server_name: orders.internal
+      truststore: server-ca.crt
+      keystore:
+        - {{certificate: gw-b.crt, key: gw-b.key}}
+        - {{certificate: gw-a.crt, key: gw-a.key}}
+apis: [{{name: nginx, path: /, upstream: nginx}}]
+"#
+    );
+    let gw = Gw::start(
+        TempDir::new("up-nginx-gw"),
+        &yaml
+            .replace("server-ca.crt", &format!("{d}/server-ca.crt"))
+            .replace("gw-", &format!("{d}/gw-")),
+    )
+    .await;
+    let r = Client::plain(gw.addr("plain")).get("/", &[]).await;
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(r.status, 200, "{body}");
+    assert_eq!(
+        body, "SUCCESS CN=gateway-a",
+        "nginx verified our Partner A certificate"
+    );
+}
