@@ -8,6 +8,7 @@ const BUILTINS: &[(&str, &str)] = &[
     ("check-header", "policy-check-header"),
     ("set-header", "policy-set-header"),
     ("return-response", "policy-return-response"),
+    ("ip-filter", "policy-ip-filter"),
 ];
 
 fn main() {

@@ -107,6 +107,27 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // ip-filter: an allow list of ten CIDR blocks, two ranges and two
+    // addresses; the client (127.0.0.1) matches the last block.
+    let ip = vec![step(
+        &rt,
+        "ip-filter",
+        r#"{"action":"allow","addresses":["192.0.2.7","2001:db8::1"],
+            "address_ranges":[{"from":"198.51.100.1","to":"198.51.100.9"},{"from":"2001:db8::10","to":"2001:db8::20"}],
+            "cidrs":["10.0.0.0/8","172.16.0.0/12","192.168.0.0/16","100.64.0.0/10","fd00::/8",
+                     "2001:db8:1::/48","2001:db8:2::/48","203.0.113.0/24","169.254.0.0/16","127.0.0.0/8"]}"#,
+    )];
+    let mut slot = Some(exchange());
+    c.bench_function("ip-filter warm call, 14 rules", |b| {
+        b.iter(|| {
+            let ex = slot.take().expect("exchange");
+            match chain::run(Section::Inbound, &ip, ex, &mut ran) {
+                Outcome::Continue(back) => slot = Some(back),
+                _ => panic!("ip-filter must let 127.0.0.1 through"),
+            }
+        })
+    });
+
     // The same call without the runner's timing and recording: the cost
     // of entering the component and the host calls alone.
     let scope = check[0].scope.clone();

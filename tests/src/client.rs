@@ -67,6 +67,9 @@ pub struct Client {
     pub tls: Option<(rustls::RootCertStore, String)>,
     /// Use HTTP/2 (ALPN h2 on TLS, prior knowledge on plain).
     pub h2: bool,
+    /// The source address to connect from (`127.0.0.2`, `::1`); default:
+    /// the system's choice.
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// A sender on one connection.
@@ -84,6 +87,7 @@ impl Client {
             addr,
             tls: None,
             h2: false,
+            source: None,
         }
     }
     /// TLS with `sni`, trusting `roots`.
@@ -92,14 +96,39 @@ impl Client {
             addr,
             tls: Some((roots, sni.to_string())),
             h2,
+            source: None,
         }
+    }
+
+    /// The same client, connecting from `ip` (a loopback address such as
+    /// `127.0.0.2`, so the gateway sees another client address).
+    pub fn from_ip(mut self, ip: std::net::IpAddr) -> Client {
+        self.source = Some(ip);
+        self
     }
 
     /// Opens a connection.
     pub async fn connect(&self) -> Conn {
-        let tcp = TcpStream::connect(self.addr)
-            .await
-            .expect("connect to the gateway");
+        let tcp = match self.source {
+            None => TcpStream::connect(self.addr)
+                .await
+                .expect("connect to the gateway"),
+            Some(ip) => {
+                let socket = if ip.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                }
+                .expect("socket");
+                socket
+                    .bind(SocketAddr::new(ip, 0))
+                    .expect("bind the source address");
+                socket
+                    .connect(self.addr)
+                    .await
+                    .expect("connect to the gateway")
+            }
+        };
         tcp.set_nodelay(true).ok();
         match &self.tls {
             None => self.handshake(TokioIo::new(tcp)).await,

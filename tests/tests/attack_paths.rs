@@ -291,6 +291,7 @@ async fn the_host_is_parsed_as_an_authority_and_forwarded_canonical() {
         addr: gw.addr("plain"),
         tls: None,
         h2: true,
+        source: None,
     };
     let mut conn = h2.connect().await;
     let r = conn

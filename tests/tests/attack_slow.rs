@@ -80,6 +80,7 @@ async fn bodies_over_the_limit_get_413_whether_or_not_their_length_is_known() {
         addr,
         tls: None,
         h2: true,
+        source: None,
     };
     let mut conn = h2.connect().await;
     let r = conn
@@ -244,6 +245,7 @@ async fn idle_http2_connections_and_old_connections_are_closed_gracefully() {
         addr: gw.addr("plain"),
         tls: None,
         h2: true,
+        source: None,
     };
     let mut conn = h2.connect().await;
     assert_eq!(

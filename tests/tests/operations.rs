@@ -364,6 +364,7 @@ async fn reload_under_load_drops_nothing_and_refuses_a_broken_config() {
                 addr,
                 tls: None,
                 h2: i % 2 == 1,
+                source: None,
             };
             let mut conn = client.connect().await;
             let started = Instant::now();

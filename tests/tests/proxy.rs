@@ -499,6 +499,7 @@ async fn plain_listener_speaks_h2c_prior_knowledge() {
         addr: gw.addr("plain"),
         tls: None,
         h2: true,
+        source: None,
     };
     let r = c.get("/x", &[]).await;
     assert_eq!(r.status, 200);
@@ -596,6 +597,7 @@ async fn shutdown_lets_requests_in_flight_finish() {
         addr,
         tls: None,
         h2: true,
+        source: None,
     };
     let mut idle_h2 = h2_client.connect().await;
     let r = idle_h2

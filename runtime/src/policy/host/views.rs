@@ -137,8 +137,12 @@ impl HostResponse for HostState {
 
 impl HostConnection for HostState {
     fn client_ip(&mut self, _: Resource<ConnectionView>) -> String {
+        // The text was made once, when the connection was accepted.
         self.conn()
-            .map(|c| c.client.ip().to_string())
+            .map(|c| match c.client_ip_header.to_str() {
+                Ok(s) => s.to_string(),
+                Err(_) => c.client.ip().to_string(),
+            })
             .unwrap_or_default()
     }
     fn client_port(&mut self, _: Resource<ConnectionView>) -> u16 {
