@@ -9,6 +9,10 @@ const BUILTINS: &[(&str, &str)] = &[
     ("set-header", "policy-set-header"),
     ("return-response", "policy-return-response"),
     ("ip-filter", "policy-ip-filter"),
+    (
+        "validate-client-certificate",
+        "policy-validate-client-certificate",
+    ),
 ];
 
 fn main() {

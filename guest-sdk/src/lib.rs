@@ -84,6 +84,7 @@ pub use views::{Connection, Request, Response};
 
 mod decision;
 
+pub mod certificates;
 pub mod declarations;
 pub mod host;
 pub mod variables;

@@ -180,6 +180,11 @@ pub struct TestConnection {
     /// The verified chain's issuer thumbprints `(sha1, sha256)`, as the
     /// gateway reports them for a verified certificate.
     pub issuer_thumbprints: Option<(String, String)>,
+    /// The host's client-certificate mode (`off`, `optional`,
+    /// `required`); `None` for plain HTTP.
+    pub client_cert_mode: Option<String>,
+    /// The fixed word for why the certificate did not verify.
+    pub verify_failure: Option<String>,
 }
 
 impl Default for TestConnection {
@@ -193,6 +198,8 @@ impl Default for TestConnection {
             client_certificate: None,
             chain: Vec::new(),
             issuer_thumbprints: None,
+            client_cert_mode: Some("optional".into()),
+            verify_failure: None,
         }
     }
 }
@@ -274,6 +281,13 @@ impl TestConnection {
     pub(crate) fn client_cert_issuer_thumbprint_sha256(&self) -> Option<String> {
         self.verified_issuer().map(|t| t.1.clone())
     }
+    pub(crate) fn client_cert_mode(&self) -> Option<String> {
+        self.client_cert_mode.clone()
+    }
+    pub(crate) fn client_cert_verify_failure(&self) -> Option<String> {
+        self.client_certificate.as_ref()?;
+        self.verify_failure.clone()
+    }
     fn verified_issuer(&self) -> Option<&(String, String)> {
         if self.client_cert_verified() == Some(true) {
             self.issuer_thumbprints.as_ref()
@@ -346,6 +360,7 @@ struct State {
     expressions: HashMap<String, Value>,
     now_millis: u64,
     reads_client_certificate: bool,
+    issued_by: HashMap<String, bool>,
 }
 
 thread_local! {
@@ -455,6 +470,34 @@ pub fn set_expression_value(source: &str, value: Value) {
 /// [`reset`] clears it.
 pub fn declared_reads_client_certificate() -> bool {
     STATE.with(|s| s.borrow().reads_client_certificate)
+}
+
+/// Makes [`crate::certificates::Issuer::issued_client_certificate`] answer
+/// `issued` for the issuer imported from `pem` (default: false).
+pub fn set_issued_by(pem: &str, issued: bool) {
+    STATE.with(|s| s.borrow_mut().issued_by.insert(pem.trim().into(), issued));
+}
+
+/// An imported issuer in native tests: its PEM text; whether it issued the
+/// client certificate is what [`set_issued_by`] said.
+pub struct TestIssuer(String);
+
+impl TestIssuer {
+    pub(crate) fn from_pem(pem: &str) -> Result<Self, String> {
+        if !pem.trim().starts_with("-----BEGIN CERTIFICATE-----") {
+            return Err("no -----BEGIN CERTIFICATE----- block".into());
+        }
+        Ok(TestIssuer(pem.trim().to_string()))
+    }
+    pub(crate) fn subject(&self) -> String {
+        String::new()
+    }
+    pub(crate) fn thumbprint_sha1(&self) -> String {
+        String::new()
+    }
+    pub(crate) fn issued_client_certificate(&self) -> bool {
+        STATE.with(|s| s.borrow().issued_by.get(&self.0).copied().unwrap_or(false))
+    }
 }
 
 /// Sets the wall clock seen by [`crate::host::now_millis`].

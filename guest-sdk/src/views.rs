@@ -255,4 +255,14 @@ impl Connection<'_> {
     pub fn client_cert_issuer_thumbprint_sha256(&self) -> Option<String> {
         self.0.client_cert_issuer_thumbprint_sha256()
     }
+    /// The TLS host's client-certificate mode (`off`, `optional`,
+    /// `required`); none on plain HTTP.
+    pub fn client_cert_mode(&self) -> Option<String> {
+        self.0.client_cert_mode()
+    }
+    /// Why the chain did not verify, as a fixed word (`unknown_ca`,
+    /// `expired`, `not_yet_valid`, `revoked`, `stale_crl`, ...).
+    pub fn client_cert_verify_failure(&self) -> Option<String> {
+        self.0.client_cert_verify_failure()
+    }
 }

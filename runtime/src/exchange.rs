@@ -67,6 +67,10 @@ pub struct TlsInfo {
     /// The verified chain's issuer of the client certificate, found the
     /// first time something asks.
     pub issuer_cache: std::sync::OnceLock<Option<crate::tls::server::IssuerPrints>>,
+    /// Issuers a policy asked about (`certificates.issuer`), by the
+    /// SHA-256 of their DER: whether they issued the client certificate.
+    /// Checked once per connection and issuer.
+    pub issued_by_cache: std::sync::Mutex<Vec<([u8; 32], bool)>>,
 }
 
 impl TlsInfo {
@@ -82,20 +86,62 @@ impl TlsInfo {
                     .hosts
                     .get(self.host_index)
                     .and_then(|h| h.client_auth.as_deref());
-                let error = match auth {
+                let failure = match auth {
                     Some(a) if a.mode == crate::config::ClientCertMode::Optional => {
                         a.check(&self.client_chain)
                     }
                     Some(_) => None,
-                    None => Some("the host does not ask for client certificates".to_string()),
+                    None => Some((
+                        "the host does not ask for client certificates".to_string(),
+                        "not_asked",
+                    )),
                 };
-                CertInfo::parse(leaf.as_ref(), error.is_none(), error).ok()
+                let (error, word) = failure.map_or((None, None), |(e, w)| (Some(e), Some(w)));
+                let mut info = CertInfo::parse(leaf.as_ref(), error.is_none(), error).ok()?;
+                info.verify_failure = word;
+                Some(info)
             })
             .as_ref()
     }
 }
 
 impl TlsInfo {
+    /// The host's client-certificate mode: `off`, `optional`, `required`.
+    pub fn client_cert_mode(&self) -> &'static str {
+        match self
+            .table
+            .hosts
+            .get(self.host_index)
+            .and_then(|h| h.client_auth.as_deref())
+            .map(|a| a.mode)
+        {
+            Some(crate::config::ClientCertMode::Required) => "required",
+            Some(crate::config::ClientCertMode::Optional) => "optional",
+            _ => "off",
+        }
+    }
+
+    /// Whether `issuer` (its DER and the SHA-256 of it) issued the client
+    /// certificate: names chain and the signature verifies. Cached per
+    /// connection.
+    pub fn issued_by(&self, issuer_der: &[u8], key: [u8; 32]) -> bool {
+        let Some(leaf) = self.client_chain.first() else {
+            return false;
+        };
+        if let Ok(cache) = self.issued_by_cache.lock() {
+            if let Some((_, v)) = cache.iter().find(|(k, _)| *k == key) {
+                return *v;
+            }
+        }
+        let v = crate::tls::certinfo::issued_by(leaf.as_ref(), issuer_der);
+        if let Ok(mut cache) = self.issued_by_cache.lock() {
+            if cache.len() < 16 {
+                cache.push((key, v));
+            }
+        }
+        v
+    }
+
     /// The thumbprints of the certificate that issued the client's
     /// certificate on the path the host's truststore verified; `None`
     /// without a certificate or when it does not verify. Worked out once

@@ -7,6 +7,8 @@
 //!   the SHA-256 thumbprint through the 0.1.2 accessor
 //!   (`tests/guests/cert-facts`, `only: thumbprint`), and `set-header`
 //!   reading it through a CEL expression;
+//! - `validate-client-certificate` with its default checks and two
+//!   identities (the second matches: subject and issuer subject);
 //! - on the first request of a connection, which parses the certificate
 //!   (and, for the issuer thumbprint, finds the verified path) once.
 //!
@@ -75,6 +77,7 @@ fn tls_conn(table: &Arc<TlsListener>, chain: &[Vec<u8>]) -> Arc<ConnInfo> {
             .collect(),
         client_cert_cache: Default::default(),
         issuer_cache: Default::default(),
+        issued_by_cache: Default::default(),
     };
     Arc::new(ConnInfo::new(addr, addr, Arc::from("bench"), Some(tls)))
 }
@@ -144,6 +147,13 @@ fn bench(c: &mut Criterion) {
         set,
         r#"{"name":"x-client","expression":"client_cert.issuer_thumbprint_sha256"}"#,
     );
+    let vcc = builtin::get("validate-client-certificate").expect("validate-client-certificate");
+    let validate = step(
+        &rt,
+        "validate-client-certificate",
+        vcc,
+        r#"{"identities":[{"common_name":"nobody"},{"subject":"CN=client","issuer_subject":"CN=Bench Intermediate"}]}"#,
+    );
     let mut ran = Vec::new();
     let mut run = |steps: &[ChainStep], ex: Box<Exchange>, want: Option<&str>| match chain::run(
         Section::Inbound,
@@ -178,6 +188,11 @@ fn bench(c: &mut Criterion) {
             "keep-alive: set-header, thumbprint via CEL",
             &cel,
             Some("x-client"),
+        ),
+        (
+            "keep-alive: validate-client-certificate, checks and two identities",
+            &validate,
+            None,
         ),
     ] {
         let _ = run(steps, exchange(&conn), header);

@@ -111,6 +111,8 @@ pub struct ClientSpec<'a> {
     pub not_after: Option<(i32, u8, u8)>,
     /// Not valid before (default: the past).
     pub not_before: Option<(i32, u8, u8)>,
+    /// DNS subject alternative names (default: none).
+    pub dns_names: Vec<String>,
 }
 
 impl<'a> ClientSpec<'a> {
@@ -121,6 +123,7 @@ impl<'a> ClientSpec<'a> {
             serial,
             not_after: None,
             not_before: None,
+            dns_names: Vec::new(),
         }
     }
 }
@@ -157,7 +160,7 @@ impl Pki {
         spec: &ClientSpec<'_>,
         extra_chain: &str,
     ) -> Issued {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        let mut params = CertificateParams::new(spec.dns_names.clone()).expect("params");
         params.distinguished_name.push(DnType::CommonName, spec.cn);
         params.serial_number = Some(rcgen::SerialNumber::from(spec.serial));
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];

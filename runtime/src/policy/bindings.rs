@@ -24,6 +24,7 @@ wasmtime::component::bindgen!({
         "gatehouse:policy/types.response": super::host::markers::ResponseView,
         "gatehouse:policy/types.connection": super::host::markers::ConnectionView,
         "gatehouse:policy/expressions.expression": super::host::markers::ExpressionHandle,
+        "gatehouse:policy/certificates.issuer": super::host::markers::IssuerHandle,
     },
 });
 

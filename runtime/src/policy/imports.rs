@@ -1,7 +1,8 @@
 //! Which imports a policy component may have.
 //!
 //! - `gatehouse:policy/*`: the interfaces of this gateway's contract
-//!   (`types`, `host`, `variables`, `expressions`, `declarations`), at a 0.1.x version no
+//!   (`types`, `host`, `variables`, `expressions`, `declarations`,
+//!   `certificates`), at a 0.1.x version no
 //!   newer than the host's. Anything else under `gatehouse:` — an interface
 //!   a newer contract added, or a newer minor version — is a load error
 //!   naming the policy and the import: the policy was built for a gateway
@@ -18,7 +19,14 @@ use wasmtime::Engine;
 pub const CONTRACT: (u64, u64, u64) = (0, 1, 2);
 
 /// The interfaces of the contract a component may import.
-const INTERFACES: [&str; 5] = ["types", "host", "variables", "expressions", "declarations"];
+const INTERFACES: [&str; 6] = [
+    "types",
+    "host",
+    "variables",
+    "expressions",
+    "declarations",
+    "certificates",
+];
 
 /// Checks every import of `component`.
 ///

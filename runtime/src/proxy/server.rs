@@ -276,6 +276,7 @@ async fn connection(
         client_chain,
         client_cert_cache: std::sync::OnceLock::new(),
         issuer_cache: std::sync::OnceLock::new(),
+        issued_by_cache: Default::default(),
     };
     let mut conn = ConnInfo::new(client, local, name, Some(info));
     conn.trusted_forwarder = trusted;

@@ -37,6 +37,8 @@ pub struct CertInfo {
     pub verified: bool,
     /// Why not, if not.
     pub verify_error: Option<String>,
+    /// Why not, as a fixed word (`unknown_ca`, `revoked`, ...).
+    pub verify_failure: Option<&'static str>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -157,6 +159,20 @@ fn escape_value(v: &str) -> String {
         }
     }
     out
+}
+
+/// Whether `issuer_der` issued `leaf_der`: the leaf names it as its
+/// issuer and its signature verifies with the issuer's key (ring, through
+/// x509-parser).
+pub fn issued_by(leaf_der: &[u8], issuer_der: &[u8]) -> bool {
+    let (Ok((_, leaf)), Ok((_, issuer))) = (
+        X509Certificate::from_der(leaf_der),
+        X509Certificate::from_der(issuer_der),
+    ) else {
+        return false;
+    };
+    leaf.issuer().as_raw() == issuer.subject().as_raw()
+        && leaf.verify_signature(Some(issuer.public_key())).is_ok()
 }
 
 /// SHA-1 of `der`, lower-case hex.

@@ -25,7 +25,7 @@ pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
 /// `v1_certificate`, `bad_client_certificate`, `alert_received`,
 /// `protocol_error`, `connection_closed` or `other`.
 pub fn failure_reason(e: &std::io::Error) -> &'static str {
-    use rustls::{CertificateError as C, Error};
+    use rustls::Error;
     let inner = e.get_ref();
     if inner.is_some_and(|i| i.is::<server::UnrecognizedName>()) {
         return "unrecognized_name";
@@ -33,7 +33,30 @@ pub fn failure_reason(e: &std::io::Error) -> &'static str {
     match inner.and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(Error::PeerIncompatible(_)) => "no_shared_protocol",
         Some(Error::NoCertificatesPresented) => "no_client_certificate",
-        Some(Error::InvalidCertificate(c)) => match c {
+        Some(Error::InvalidCertificate(c)) => certificate_failure(c),
+        Some(Error::AlertReceived(_)) => "alert_received",
+        Some(Error::InvalidMessage(_))
+        | Some(Error::PeerMisbehaved(_))
+        | Some(Error::InappropriateMessage { .. })
+        | Some(Error::InappropriateHandshakeMessage { .. }) => "protocol_error",
+        Some(_) => "other",
+        None => match e.kind() {
+            std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe => "connection_closed",
+            std::io::ErrorKind::InvalidData => "protocol_error",
+            _ => "other",
+        },
+    }
+}
+
+/// A fixed word for why a client certificate was refused: `unknown_ca`,
+/// `expired`, `not_yet_valid`, `revoked`, `stale_crl`, `algorithm`,
+/// `chain_too_deep`, `v1_certificate` or `bad_client_certificate`.
+pub fn certificate_failure(c: &rustls::CertificateError) -> &'static str {
+    use rustls::CertificateError as C;
+    {
+        match c {
             C::UnknownIssuer => "unknown_ca",
             C::Expired | C::ExpiredContext { .. } => "expired",
             C::NotValidYet | C::NotValidYetContext { .. } => "not_yet_valid",
@@ -58,20 +81,7 @@ pub fn failure_reason(e: &std::io::Error) -> &'static str {
                 }
             }
             _ => "bad_client_certificate",
-        },
-        Some(Error::AlertReceived(_)) => "alert_received",
-        Some(Error::InvalidMessage(_))
-        | Some(Error::PeerMisbehaved(_))
-        | Some(Error::InappropriateMessage { .. })
-        | Some(Error::InappropriateHandshakeMessage { .. }) => "protocol_error",
-        Some(_) => "other",
-        None => match e.kind() {
-            std::io::ErrorKind::UnexpectedEof
-            | std::io::ErrorKind::ConnectionReset
-            | std::io::ErrorKind::BrokenPipe => "connection_closed",
-            std::io::ErrorKind::InvalidData => "protocol_error",
-            _ => "other",
-        },
+        }
     }
 }
 

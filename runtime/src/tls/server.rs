@@ -270,12 +270,19 @@ impl ClientAuth {
     }
 
     /// Verifies a chain after the handshake (`optional` mode): `None` when
-    /// it verifies, or why not, in words an operator searches for.
-    pub fn check(&self, chain: &[CertificateDer<'static>]) -> Option<String> {
+    /// it verifies, or why not, in words an operator searches for, and as
+    /// a fixed word ([`super::certificate_failure`]).
+    pub fn check(&self, chain: &[CertificateDer<'static>]) -> Option<(String, &'static str)> {
         let (leaf, rest) = chain.split_first()?;
         match self.verify(leaf, rest, UnixTime::now()) {
             Ok(_) => None,
-            Err(e) => Some(explain_client_cert_error(&e, &self.truststore)),
+            Err(e) => {
+                let word = match &e {
+                    rustls::Error::InvalidCertificate(c) => super::certificate_failure(c),
+                    _ => "bad_certificate",
+                };
+                Some((explain_client_cert_error(&e, &self.truststore), word))
+            }
         }
     }
 }

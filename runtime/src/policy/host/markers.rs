@@ -12,3 +12,6 @@ pub struct ConnectionView;
 /// Marker type for `expressions.expression` handles; the `rep` indexes
 /// [`super::HostState::expressions`].
 pub struct ExpressionHandle;
+/// Marker type for `certificates.issuer` handles; the `rep` indexes
+/// [`super::HostState::issuers`].
+pub struct IssuerHandle;

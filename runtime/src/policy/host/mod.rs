@@ -9,6 +9,7 @@
 //! - [`services`] — [`HostServices`], the process-wide services every
 //!   store can reach
 
+pub mod certificates;
 pub mod declarations;
 pub mod expressions;
 pub mod logging;
@@ -53,6 +54,9 @@ pub struct HostState {
     /// Set when the constructor declared that the policy reads the client
     /// certificate (`declarations.reads-client-certificate`).
     pub declared_reads_client_cert: bool,
+    /// Issuer certificates imported by this instance; a slot is `None`
+    /// once dropped.
+    pub issuers: Vec<Option<std::sync::Arc<certificates::Imported>>>,
 }
 
 /// A host function found the call past its deadline: the call is reported
@@ -90,6 +94,7 @@ impl HostState {
             over_limit: None,
             call_deadline: None,
             declared_reads_client_cert: false,
+            issuers: Vec::new(),
         }
     }
 

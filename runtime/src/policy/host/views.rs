@@ -230,6 +230,14 @@ impl HostConnection for HostState {
     ) -> Option<String> {
         self.tls()?.verified_issuer().map(|i| i.sha256.clone())
     }
+    fn client_cert_mode(&mut self, _: Resource<ConnectionView>) -> Option<String> {
+        self.tls().map(|t| t.client_cert_mode().to_string())
+    }
+    fn client_cert_verify_failure(&mut self, _: Resource<ConnectionView>) -> Option<String> {
+        self.cert()
+            .and_then(|c| c.verify_failure)
+            .map(str::to_string)
+    }
     fn drop(&mut self, _: Resource<ConnectionView>) -> wasmtime::Result<()> {
         Ok(())
     }
