@@ -251,8 +251,9 @@ impl Identity {
     }
 
     /// Whether every attribute it sets matches. Each field is asked of the
-    /// host only when this identity needs it.
-    fn matches(&self, conn: &Connection) -> bool {
+    /// host only when this identity needs it; names are parsed once per
+    /// distinct text (`names`).
+    fn matches(&self, conn: &Connection, names: &Names) -> bool {
         if let Some(t) = &self.thumbprint {
             let got = if t.len() == 40 {
                 conn.client_cert_thumbprint_sha1()
@@ -279,8 +280,8 @@ impl Identity {
             }
         }
         if let Some(want) = &self.subject {
-            match conn.client_cert_subject().and_then(|s| parse_dn(&s).ok()) {
-                Some(got) if same_dn(want, &got) => {}
+            match conn.client_cert_subject() {
+                Some(s) if names.same(&s, want) => {}
                 _ => return false,
             }
         }
@@ -294,8 +295,8 @@ impl Identity {
             }
         }
         if let Some(want) = &self.issuer_subject {
-            match conn.client_cert_issuer().and_then(|s| parse_dn(&s).ok()) {
-                Some(got) if same_dn(want, &got) => {}
+            match conn.client_cert_issuer() {
+                Some(s) if names.same(&s, want) => {}
                 _ => return false,
             }
         }
@@ -318,6 +319,32 @@ impl Identity {
     }
 }
 
+/// The names this instance parsed lately: a keep-alive connection sends
+/// one certificate, so its subject and issuer are parsed once, not per
+/// request. Bounded.
+#[derive(Default)]
+struct Names(std::cell::RefCell<Vec<(String, Option<Dn>)>>);
+
+impl Names {
+    const MAX: usize = 8;
+
+    /// Whether the name `text` (from the host) equals `want`.
+    fn same(&self, text: &str, want: &Dn) -> bool {
+        let mut memo = self.0.borrow_mut();
+        let i = match memo.iter().position(|(t, _)| t == text) {
+            Some(i) => i,
+            None => {
+                if memo.len() >= Self::MAX {
+                    memo.remove(0);
+                }
+                memo.push((text.to_string(), parse_dn(text).ok()));
+                memo.len() - 1
+            }
+        };
+        memo[i].1.as_ref().is_some_and(|got| same_dn(want, got))
+    }
+}
+
 /// The constructed policy.
 pub struct ValidateClientCertificate {
     revocation: bool,
@@ -326,6 +353,7 @@ pub struct ValidateClientCertificate {
     not_after: bool,
     ignore_error: bool,
     identities: Vec<Identity>,
+    names: Names,
 }
 
 impl Policy for ValidateClientCertificate {
@@ -348,6 +376,7 @@ impl Policy for ValidateClientCertificate {
             not_after: c.validate_not_after,
             ignore_error: c.ignore_error,
             identities,
+            names: Names::default(),
         })
     }
 
@@ -407,7 +436,9 @@ impl ValidateClientCertificate {
                 return Err(("expired", "the client certificate has expired".into()));
             }
         }
-        if !self.identities.is_empty() && !self.identities.iter().any(|i| i.matches(conn)) {
+        if !self.identities.is_empty()
+            && !self.identities.iter().any(|i| i.matches(conn, &self.names))
+        {
             return Err((
                 "identity",
                 format!(
