@@ -293,23 +293,92 @@ async fn request_body_streams_to_the_upstream_before_it_is_complete() {
     assert_eq!(body, format!("{}", 32usize << 20));
 }
 
+/// The response body streams: the upstream sends its next 32 MiB only
+/// after the client has received the first MiB, so a gateway that buffered
+/// the body would never deliver it and the test would time out; over
+/// HTTP/1.1 and HTTP/2 (TLS), 64 MiB in all.
 #[tokio::test]
 async fn large_response_body_streams_back() {
-    let handler: upstream::Handler = Arc::new(|_req| {
+    let (got_first_tx, got_first_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let got_first_rx = Arc::new(tokio::sync::Mutex::new(got_first_rx));
+    let handler: upstream::Handler = Arc::new(move |_req| {
+        let gate = got_first_rx.clone();
         Box::pin(async move {
-            let chunks = futures_util::stream::iter((0..64).map(|_| {
-                Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![1u8; 1 << 20])))
-            }));
-            Response::new(http_body_util::StreamBody::new(chunks).boxed())
+            let (tx, rx) =
+                tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(2);
+            tokio::spawn(async move {
+                let mb = Bytes::from(vec![1u8; 1 << 20]);
+                let _ = tx.send(Ok(hyper::body::Frame::data(mb.clone()))).await;
+                // Hold the rest until the client has the first MiB; if it
+                // never gets it (a buffering gateway), the body ends short
+                // and the length check fails.
+                if tokio::time::timeout(Duration::from_secs(20), gate.lock().await.recv())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                for _ in 0..63 {
+                    if tx
+                        .send(Ok(hyper::body::Frame::data(mb.clone())))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|f| (f, rx))
+            });
+            Response::new(http_body_util::StreamBody::new(stream).boxed())
         })
     });
     let up = upstream::start(handler).await;
     let (gw, pki) = tls_gateway(&format!("http://{}", up.addr), "").await;
-    let r = Client::tls(gw.addr("tls"), pki.roots(), "test.com", true)
-        .get("/big", &[])
-        .await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body.len(), 64 << 20);
+    for h2 in [false, true] {
+        let client = Client::tls(gw.addr("tls"), pki.roots(), "test.com", h2);
+        let resp = match client.connect().await {
+            gatehouse_tests::client::Conn::H1(mut s) => s
+                .send_request(
+                    Request::get("/big")
+                        .header("host", "test.com")
+                        .body(http_body_util::Full::new(Bytes::new()))
+                        .unwrap(),
+                )
+                .await
+                .unwrap(),
+            gatehouse_tests::client::Conn::H2(mut s) => s
+                .send_request(
+                    Request::get(format!("https://{}/big", client.authority()))
+                        .body(http_body_util::Full::new(Bytes::new()))
+                        .unwrap(),
+                )
+                .await
+                .unwrap(),
+        };
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut n = 0usize;
+        let mut signalled = false;
+        while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), body.frame())
+            .await
+            .expect("the response kept coming")
+        {
+            if let Some(d) = frame.expect("frame").data_ref() {
+                n += d.len();
+            }
+            if !signalled && n >= 1 << 20 {
+                signalled = true;
+                got_first_tx.send(()).await.unwrap();
+            }
+        }
+        assert_eq!(n, 64 << 20, "h2: {h2}");
+        // The client connection closes (its sender is gone) before the
+        // gateway stops, which waits for open connections.
+        drop(body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

@@ -231,23 +231,28 @@ apis: [{{name: pair, path: /, upstream: pair}}]
 /// `max_connections: 1`: while one request holds the only connection, a
 /// second waits up to the connect timeout and gets `503
 /// upstream.pool-exhausted`. `max_connection_lifetime_ms`: an old pooled
-/// connection is not reused.
+/// connection is not reused; `idle_timeout_ms`: nor is one that idled
+/// too long.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_limits_hold() {
     let slow = upstream::start(slow_echo(800)).await;
     let quick = upstream::echo().await;
+    let idle = upstream::echo().await;
     let yaml = format!(
         r#"
 listeners: [{{name: plain, address: "127.0.0.1:0"}}]
 upstreams:
   one: {{url: "http://{slow}", max_connections: 1, connect_timeout_ms: 200}}
   aging: {{url: "http://{quick}", max_connection_lifetime_ms: 200, idle_timeout_ms: 60000}}
+  idling: {{url: "http://{idle}", idle_timeout_ms: 200}}
 apis:
   - {{name: one, path: /one, upstream: one}}
   - {{name: aging, path: /aging, upstream: aging}}
+  - {{name: idling, path: /idling, upstream: idling}}
 "#,
         slow = slow.addr,
-        quick = quick.addr
+        quick = quick.addr,
+        idle = idle.addr
     );
     let gw = Gw::start(TempDir::new("up-limits"), &yaml).await;
     let addr = gw.addr("plain");
@@ -276,6 +281,22 @@ apis:
         quick.connections(),
         2,
         "a connection older than max_connection_lifetime_ms was reused"
+    );
+
+    // Idle timeout: reused while busy, not after idling past it (the
+    // lifetime is unlimited here).
+    for path in ["/idling/1", "/idling/2"] {
+        let r = conn.request("GET", &authority, path, &[], b"").await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(idle.connections(), 1, "reused within idle_timeout_ms");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = conn.request("GET", &authority, "/idling/3", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        idle.connections(),
+        2,
+        "a connection idle past idle_timeout_ms was reused"
     );
     drop(conn);
 }
