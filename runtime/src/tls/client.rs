@@ -56,9 +56,10 @@ impl UpstreamTlsConfig {
         let (cfg, record) = self.for_connection();
         let mut cfg = Arc::unwrap_or_clone(cfg);
         let seen: Seen = Arc::default();
-        cfg.dangerous().set_certificate_verifier(Arc::new(Capture {
+        cfg.dangerous().set_certificate_verifier(Arc::new(Wrap {
             inner: self.verifier.clone(),
-            seen: seen.clone(),
+            name: None,
+            seen: Some(seen.clone()),
         }));
         (Arc::new(cfg), record, seen)
     }
@@ -67,14 +68,17 @@ impl UpstreamTlsConfig {
 /// The chain an upstream presented, leaf first.
 pub type Seen = Arc<Mutex<Vec<CertificateDer<'static>>>>;
 
-/// Keeps the presented chain, then verifies as configured.
+/// Another verifier, with a fixed name to verify against instead of the
+/// SNI (`tls.verify_name`), and/or keeping the presented chain for
+/// `gatehouse probe`.
 #[derive(Debug)]
-struct Capture {
+struct Wrap {
     inner: Arc<dyn ServerCertVerifier>,
-    seen: Seen,
+    name: Option<ServerName<'static>>,
+    seen: Option<Seen>,
 }
 
-impl ServerCertVerifier for Capture {
+impl ServerCertVerifier for Wrap {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -83,14 +87,15 @@ impl ServerCertVerifier for Capture {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Ok(mut s) = self.seen.lock() {
+        if let Some(Ok(mut s)) = self.seen.as_ref().map(|s| s.lock()) {
             *s = std::iter::once(end_entity)
                 .chain(intermediates)
                 .map(|c| c.clone().into_owned())
                 .collect();
         }
+        let name = self.name.as_ref().unwrap_or(sni);
         self.inner
-            .verify_server_cert(end_entity, intermediates, sni, ocsp, now)
+            .verify_server_cert(end_entity, intermediates, name, ocsp, now)
     }
     fn verify_tls12_signature(
         &self,
@@ -570,47 +575,6 @@ pub fn alert_name(a: rustls::AlertDescription) -> String {
     }
 }
 
-/// Verifies the upstream's certificate against a fixed name instead of
-/// the SNI (`tls.verify_name`).
-#[derive(Debug)]
-struct VerifyName {
-    inner: Arc<dyn ServerCertVerifier>,
-    name: ServerName<'static>,
-}
-
-impl ServerCertVerifier for VerifyName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _sni: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
 /// Accepts any upstream certificate (`insecure_skip_verify: true`); the
 /// handshake signature is still checked, so the peer holds the key of the
 /// certificate it showed.
@@ -807,7 +771,11 @@ pub fn build(
             .build()
             {
                 Ok(v) => Some(match verify_name {
-                    Some(name) => Arc::new(VerifyName { inner: v, name }),
+                    Some(name) => Arc::new(Wrap {
+                        inner: v,
+                        name: Some(name),
+                        seen: None,
+                    }),
                     None => v,
                 }),
                 Err(e) => {
