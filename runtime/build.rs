@@ -13,6 +13,7 @@ const BUILTINS: &[(&str, &str)] = &[
         "validate-client-certificate",
         "policy-validate-client-certificate",
     ),
+    ("validate-jwt", "policy-validate-jwt"),
 ];
 
 fn main() {

@@ -598,3 +598,177 @@ pub mod variables {
         STATE.with(|s| s.borrow_mut().vars.remove(name));
     }
 }
+
+/// The signature the test doubles of [`crate::jose`] accept for
+/// `signing_input`: `sig:` followed by the input. (The gateway verifies
+/// real signatures; native tests exercise a policy's logic.)
+pub fn fake_signature(signing_input: &[u8]) -> Vec<u8> {
+    let mut s = b"sig:".to_vec();
+    s.extend_from_slice(signing_input);
+    s
+}
+
+fn fake_verify(
+    kty: &str,
+    alg: crate::jose::Algorithm,
+    input: &[u8],
+    sig: &[u8],
+) -> Result<(), crate::jose::VerifyError> {
+    use crate::jose::{Algorithm as A, VerifyError};
+    let fits = match kty {
+        "oct" => alg.is_hmac(),
+        "RSA" => matches!(
+            alg,
+            A::Rs256 | A::Rs384 | A::Rs512 | A::Ps256 | A::Ps384 | A::Ps512
+        ),
+        "EC" => matches!(alg, A::Es256 | A::Es384 | A::Es512),
+        _ => alg == A::Eddsa,
+    };
+    if !fits {
+        return Err(VerifyError::KeyForbidsAlgorithm);
+    }
+    if sig == fake_signature(input).as_slice() {
+        Ok(())
+    } else {
+        Err(VerifyError::BadSignature)
+    }
+}
+
+/// A verification key in native tests: its type (`oct` from base64, `RSA`
+/// from components, the `kty` of a JWK, `RSA` from PEM unless the PEM
+/// says `EC`) and `kid`; it accepts [`fake_signature`].
+pub struct TestKey {
+    kty: String,
+    kid: Option<String>,
+}
+
+impl TestKey {
+    pub(crate) fn from_jwk(jwk: &str) -> Result<Self, String> {
+        let v: serde_json::Value = serde_json::from_str(jwk).map_err(|e| e.to_string())?;
+        Ok(TestKey {
+            kty: v["kty"].as_str().ok_or("the JWK has no `kty`")?.to_string(),
+            kid: v["kid"].as_str().map(str::to_string),
+        })
+    }
+    pub(crate) fn from_pem(pem: &str) -> Result<Self, String> {
+        if !pem.trim().starts_with("-----BEGIN") {
+            return Err("not PEM".into());
+        }
+        let kty = if pem.contains("EC") { "EC" } else { "RSA" };
+        Ok(TestKey {
+            kty: kty.into(),
+            kid: None,
+        })
+    }
+    pub(crate) fn from_base64(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Err("the key is not base64 text".into());
+        }
+        Ok(TestKey {
+            kty: "oct".into(),
+            kid: None,
+        })
+    }
+    pub(crate) fn from_rsa_components(_n: &str, _e: &str) -> Result<Self, String> {
+        Ok(TestKey {
+            kty: "RSA".into(),
+            kid: None,
+        })
+    }
+    pub(crate) fn kid(&self) -> Option<String> {
+        self.kid.clone()
+    }
+    pub(crate) fn verify(
+        &self,
+        alg: crate::jose::Algorithm,
+        input: &[u8],
+        sig: &[u8],
+    ) -> Result<(), crate::jose::VerifyError> {
+        fake_verify(&self.kty, alg, input, sig)
+    }
+}
+
+/// A key set in native tests: the keys [`set_key_set`] gave its URL.
+pub struct TestKeySet(String);
+
+thread_local! {
+    static KEY_SETS: RefCell<HashMap<String, Vec<(String, String)>>> = RefCell::new(HashMap::new());
+    static DECRYPTED: RefCell<HashMap<String, Vec<u8>>> = RefCell::new(HashMap::new());
+}
+
+/// Gives the key set at `url` its keys, as `(kid, kty)` pairs.
+pub fn set_key_set(url: &str, keys: &[(&str, &str)]) {
+    KEY_SETS.with(|k| {
+        k.borrow_mut().insert(
+            url.to_string(),
+            keys.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        )
+    });
+}
+
+/// Makes every test decryption key decrypt `token` to `plaintext`.
+pub fn set_decryption(token: &str, plaintext: &[u8]) {
+    DECRYPTED.with(|d| d.borrow_mut().insert(token.to_string(), plaintext.to_vec()));
+}
+
+impl TestKeySet {
+    pub(crate) fn open(url: &str, _options: &crate::jose::KeySetOptions) -> Result<Self, String> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("`{url}` is not an http:// or https:// URL"));
+        }
+        Ok(TestKeySet(url.to_string()))
+    }
+    pub(crate) fn issuer(&self) -> Option<String> {
+        None
+    }
+    pub(crate) fn status(&self) -> Option<String> {
+        None
+    }
+    pub(crate) fn generation(&self) -> u64 {
+        1
+    }
+    pub(crate) fn verify(
+        &self,
+        kid: Option<&str>,
+        alg: crate::jose::Algorithm,
+        input: &[u8],
+        sig: &[u8],
+    ) -> Result<(), crate::jose::VerifyError> {
+        use crate::jose::VerifyError;
+        let keys = KEY_SETS.with(|k| k.borrow().get(&self.0).cloned());
+        let Some(keys) = keys else {
+            return Err(VerifyError::KeysUnavailable);
+        };
+        let mut out = Err(VerifyError::UnknownKid);
+        for (k, kty) in keys.iter().filter(|(k, _)| kid.is_none_or(|w| w == k)) {
+            let _ = k;
+            match fake_verify(kty, alg, input, sig) {
+                Ok(()) => return Ok(()),
+                Err(e) => out = Err(e),
+            }
+        }
+        out
+    }
+}
+
+/// A decryption key in native tests: decrypts what [`set_decryption`] said.
+pub struct TestDecryptionKey;
+
+impl TestDecryptionKey {
+    pub(crate) fn from_pem(_pem: &str) -> Result<Self, String> {
+        Ok(TestDecryptionKey)
+    }
+    pub(crate) fn from_base64(_text: &str) -> Result<Self, String> {
+        Ok(TestDecryptionKey)
+    }
+    pub(crate) fn from_jwk(_jwk: &str) -> Result<Self, String> {
+        Ok(TestDecryptionKey)
+    }
+    pub(crate) fn decrypt(&self, token: &str) -> Result<Vec<u8>, String> {
+        DECRYPTED
+            .with(|d| d.borrow().get(token).cloned())
+            .ok_or_else(|| "the token cannot be decrypted with this key".to_string())
+    }
+}

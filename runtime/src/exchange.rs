@@ -227,6 +227,9 @@ pub struct Exchange {
     /// The request's trace, when the client asked for one with the trace
     /// key.
     pub trace: Option<SharedTrace>,
+    /// Set by a key set that met an unknown `kid` and asked for a refetch
+    /// the request may wait for (see [`crate::jose::keyset`]).
+    pub refetch: Option<Box<crate::jose::keyset::PendingRefetch>>,
 }
 
 impl Exchange {
@@ -246,6 +249,7 @@ impl Exchange {
             request_id,
             started,
             trace: None,
+            refetch: None,
         }
     }
 

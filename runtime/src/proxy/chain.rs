@@ -56,14 +56,31 @@ pub enum Outcome {
 pub fn run(
     section: Section,
     steps: &[ChainStep],
+    ex: Box<Exchange>,
+    ran_completion: &mut Vec<ChainStep>,
+) -> Outcome {
+    run_from(section, steps, 0, ex, ran_completion)
+}
+
+/// [`run`] from the step at index `from` (a step that denied a request
+/// with an unknown `kid` runs again once its key set was refetched).
+///
+/// A step that denies an inbound request after asking for a key set
+/// refetch leaves `ex.refetch` set, with its index; any other outcome
+/// clears it.
+pub fn run_from(
+    section: Section,
+    steps: &[ChainStep],
+    from: usize,
     mut ex: Box<Exchange>,
     ran_completion: &mut Vec<ChainStep>,
 ) -> Outcome {
     // One clock read per call: the end of one call is the start of the
     // next.
     let mut started = Instant::now();
-    for step in steps {
+    for (index, step) in steps.iter().enumerate().skip(from) {
         let pool = &step.pool;
+        let completion_len = ran_completion.len();
         let (back, result) = match section {
             Section::Inbound => pool.on_request(ex, &step.scope),
             Section::Outbound | Section::OnError => pool.on_response(ex, &step.scope),
@@ -73,6 +90,14 @@ pub fn run(
         let took = ended.duration_since(started);
         started = ended;
         pool.record(&result, took);
+        if let Some(r) = ex.refetch.as_mut() {
+            if section == Section::Inbound && matches!(result, Ok(Decision::Deny(_))) {
+                r.step = index;
+                r.completion_len = completion_len;
+            } else {
+                ex.refetch = None;
+            }
+        }
         if pool.on_complete_enabled() {
             ran_completion.push(step.clone());
         }

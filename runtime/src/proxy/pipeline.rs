@@ -355,15 +355,50 @@ async fn process(
         None => &api.data.chain,
     };
 
-    let mut ex = match chain::run(
-        Section::Inbound,
-        &chain.inbound,
-        ex,
-        &mut flight.completion_steps,
-    ) {
-        Outcome::Continue(ex) => ex,
-        Outcome::Respond(ex, r) => return (ex, r, None),
-        Outcome::Fault(ex, f) => return fail(chain, ex, f, flight),
+    // A policy that met an unknown `kid` may have asked for a key set
+    // refetch: the request waits for it here (bounded by the key set's
+    // `unknown-kid-wait-ms`), outside any policy call, and that policy
+    // runs once more if the keys changed.
+    let mut from = 0;
+    let mut retried = false;
+    let mut ex = ex;
+    let mut ex = loop {
+        match chain::run_from(
+            Section::Inbound,
+            &chain.inbound,
+            from,
+            ex,
+            &mut flight.completion_steps,
+        ) {
+            Outcome::Continue(ex) => break ex,
+            Outcome::Respond(ex, r) => return (ex, r, None),
+            Outcome::Fault(mut back, f) => {
+                let pending = back.refetch.take();
+                let Some(p) = pending.filter(|p| !retried && p.step != usize::MAX) else {
+                    return fail(chain, back, f, flight);
+                };
+                retried = true;
+                let waited = Instant::now();
+                flight.parked = Some(back);
+                let changed = p.wait().await;
+                let Some(back) = flight.parked.take() else {
+                    return unreachable_parked(flight);
+                };
+                back.trace("key-set", || {
+                    json!({
+                        "refetched": p.url(),
+                        "waited_ms": waited.elapsed().as_millis() as u64,
+                        "keys_changed": changed,
+                    })
+                });
+                if !changed {
+                    return fail(chain, back, f, flight);
+                }
+                flight.completion_steps.truncate(p.completion_len);
+                from = p.step;
+                ex = back;
+            }
+        }
     };
 
     // Build the upstream request. The exchange keeps the request head only

@@ -13,7 +13,6 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use rustls::pki_types::CertificateRevocationListDer;
 
 /// The most a CRL download may be.
@@ -46,49 +45,16 @@ pub fn fetch_blocking(url: &str) -> Result<Vec<CertificateRevocationListDer<'sta
 }
 
 async fn fetch(url: &str) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-    if uri.scheme_str() != Some("http") {
+    if !url.starts_with("http://") {
         return Err(format!(
             "`{url}`: CRLs are fetched over http:// (they are signed by their CA)"
         ));
     }
-    let host = uri.host().ok_or_else(|| format!("`{url}` has no host"))?;
-    let port = uri.port_u16().unwrap_or(80);
-    let fetched = tokio::time::timeout(FETCH_TIMEOUT, async {
-        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
-            .await
-            .map_err(|e| format!("cannot connect to {host}:{port} for {url}: {e}"))?;
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .map_err(|e| format!("{url}: {e}"))?;
-        tokio::spawn(conn);
-        let authority = uri.authority().map_or(host, |a| a.as_str()).to_string();
-        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let req = http::Request::get(path)
-            .header(http::header::HOST, authority)
-            .header(http::header::USER_AGENT, "gatehouse")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .map_err(|e| format!("{url}: {e}"))?;
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("{url} answered {}", resp.status()));
-        }
-        let body = http_body_util::Limited::new(resp.into_body(), MAX_CRL_BYTES)
-            .collect()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?
-            .to_bytes();
-        Ok(body)
-    })
-    .await
-    .map_err(|_| format!("{url}: no answer within {} s", FETCH_TIMEOUT.as_secs()))??;
-    parse_crls(&fetched, url)
+    let got = crate::fetch::get(url, None, MAX_CRL_BYTES, FETCH_TIMEOUT).await?;
+    if !got.status.is_success() {
+        return Err(format!("{url} answered {}", got.status));
+    }
+    parse_crls(&got.body, url)
 }
 
 /// Keeps a host's URL CRLs fresh: every `every`, fetches them all and, if

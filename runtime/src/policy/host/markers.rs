@@ -15,3 +15,9 @@ pub struct ExpressionHandle;
 /// Marker type for `certificates.issuer` handles; the `rep` indexes
 /// [`super::HostState::issuers`].
 pub struct IssuerHandle;
+/// Marker type for `jose.key` handles.
+pub struct VerifyKeyHandle;
+/// Marker type for `jose.key-set` handles.
+pub struct KeySetHandle;
+/// Marker type for `jose.decryption-key` handles.
+pub struct DecryptionKeyHandle;

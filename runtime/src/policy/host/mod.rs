@@ -12,6 +12,7 @@
 pub mod certificates;
 pub mod declarations;
 pub mod expressions;
+pub mod jose;
 pub mod logging;
 pub mod variables;
 pub mod views;
@@ -57,6 +58,8 @@ pub struct HostState {
     /// Issuer certificates imported by this instance; a slot is `None`
     /// once dropped.
     pub issuers: Vec<Option<std::sync::Arc<certificates::Imported>>>,
+    /// JWT keys and key sets imported by this instance (`jose`).
+    pub jose: jose::JoseHandles,
 }
 
 /// A host function found the call past its deadline: the call is reported
@@ -95,6 +98,7 @@ impl HostState {
             call_deadline: None,
             declared_reads_client_cert: false,
             issuers: Vec::new(),
+            jose: jose::JoseHandles::default(),
         }
     }
 
