@@ -597,6 +597,11 @@ pub mod variables {
     pub fn remove(name: &str) {
         STATE.with(|s| s.borrow_mut().vars.remove(name));
     }
+    pub fn set_many(entries: &[(String, String)]) {
+        for (k, v) in entries {
+            set(k, v);
+        }
+    }
 }
 
 /// The signature the test doubles of [`crate::jose`] accept for

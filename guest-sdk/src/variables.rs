@@ -16,6 +16,11 @@ pub fn set(name: &str, value: &str) {
     backend::set(name, value)
 }
 
+/// Sets several variables in one call to the gateway (contract 0.1.3).
+pub fn set_many(entries: &[(String, String)]) {
+    backend::set_many(entries)
+}
+
 /// Removes a variable.
 pub fn remove(name: &str) {
     backend::remove(name)

@@ -8,6 +8,7 @@
 //! - [`Client`]: HTTP/1.1 and HTTP/2 clients (plain or TLS).
 
 pub mod client;
+pub mod jwt;
 pub mod pki;
 pub mod raw;
 pub mod upstream;

@@ -184,6 +184,36 @@ struct Cached {
     vars: Vec<(String, String)>,
 }
 
+/// The cache's hasher: FNV-1a over a token's length and its last 32
+/// bytes (the end of its signature), not over the whole kilobyte.
+/// Flooding is not a concern: only tokens that passed validation are
+/// inserted, so a client cannot fill the map with colliding keys without
+/// the signing key; the map is bounded, and a lookup compares the whole
+/// token.
+#[derive(Default, Clone, Copy)]
+struct TailHash(u64);
+
+impl std::hash::Hasher for TailHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        let tail = &bytes[bytes.len().saturating_sub(32)..];
+        for b in (bytes.len() as u64).to_le_bytes().iter().chain(tail) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<V> = HashMap<String, V, std::hash::BuildHasherDefault<TailHash>>;
+
 /// The most verified tokens one instance remembers.
 const CACHE_ENTRIES: usize = 256;
 
@@ -203,7 +233,7 @@ pub struct ValidateJwt {
     audiences: Vec<String>,
     issuers: Vec<String>,
     claims: Vec<ClaimConfig>,
-    cache: RefCell<HashMap<String, Cached>>,
+    cache: RefCell<FnvMap<Cached>>,
 }
 
 /// A refusal: its code and detail.
@@ -543,7 +573,7 @@ impl ValidateJwt {
             VerifyError::UnknownKid => 2,
             VerifyError::KeysUnavailable => 1,
         };
-        let mut note = |e: VerifyError, worst: &mut Option<VerifyError>| {
+        let note = |e: VerifyError, worst: &mut Option<VerifyError>| {
             if worst.is_none_or(|w| rank(e) > rank(w)) {
                 *worst = Some(e);
             }
@@ -726,8 +756,8 @@ impl ValidateJwt {
                     && c.nbf.is_none_or(|n| now.saturating_add(self.skew) >= n)
                     && (self.sets.is_empty() || c.generation == self.key_sets_generation());
                 if fresh {
-                    for (k, v) in &c.vars {
-                        variables::set(k, v);
+                    if !c.vars.is_empty() {
+                        variables::set_many(&c.vars);
                     }
                     return Ok(());
                 }
@@ -795,8 +825,8 @@ impl ValidateJwt {
         };
         let (exp, nbf) = self.check_claims(&claims, now)?;
         let vars = self.outputs(&payload, &claims);
-        for (k, v) in &vars {
-            variables::set(k, v);
+        if !vars.is_empty() {
+            variables::set_many(&vars);
         }
         if let Some(exp) = exp {
             let mut cache = self.cache.borrow_mut();
@@ -1076,7 +1106,7 @@ impl Policy for ValidateJwt {
             audiences: c.audiences,
             issuers: c.issuers,
             claims: c.required_claims,
-            cache: RefCell::new(HashMap::new()),
+            cache: RefCell::new(FnvMap::default()),
         })
     }
 

@@ -27,13 +27,13 @@ enum Material {
     /// An HMAC secret; a key per hash, built at import.
     Hmac {
         len: usize,
-        keys: [hmac::Key; 3],
+        keys: Box<[hmac::Key; 3]>,
     },
     /// RSA: PKCS#1 or SPKI DER; each of the six algorithms parses it on
     /// first use.
     Rsa {
         der: Vec<u8>,
-        parsed: [OnceLock<Option<signature::ParsedPublicKey>>; 6],
+        parsed: Box<[OnceLock<Option<signature::ParsedPublicKey>>; 6]>,
     },
     Ec {
         curve: Curve,
@@ -189,11 +189,11 @@ impl VerifyKey {
             for_signatures: true,
             material: Material::Hmac {
                 len: secret.len(),
-                keys: [
+                keys: Box::new([
                     hmac::Key::new(hmac::HMAC_SHA256, secret),
                     hmac::Key::new(hmac::HMAC_SHA384, secret),
                     hmac::Key::new(hmac::HMAC_SHA512, secret),
-                ],
+                ]),
             },
         })
     }
@@ -233,7 +233,7 @@ impl VerifyKey {
         // Parse once now, so a malformed key is an import error.
         let first = signature::ParsedPublicKey::new(RSA_ALGS[0], &der)
             .map_err(|e| format!("not a usable RSA public key: {e}"))?;
-        let parsed: [OnceLock<Option<signature::ParsedPublicKey>>; 6] = Default::default();
+        let parsed: Box<[OnceLock<Option<signature::ParsedPublicKey>>; 6]> = Box::default();
         let _ = parsed[0].set(Some(first));
         Ok(VerifyKey {
             kid: None,

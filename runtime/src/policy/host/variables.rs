@@ -41,6 +41,12 @@ impl Host for HostState {
         }
     }
 
+    fn set_many(&mut self, entries: Vec<(String, String)>) {
+        for (name, value) in entries {
+            self.set(name, value);
+        }
+    }
+
     fn remove(&mut self, name: String) {
         if let Some(e) = self.exchange.as_deref_mut() {
             e.vars.remove(&name);
