@@ -14,6 +14,8 @@ const BUILTINS: &[(&str, &str)] = &[
         "policy-validate-client-certificate",
     ),
     ("validate-jwt", "policy-validate-jwt"),
+    ("rate-limit", "policy-rate-limit"),
+    ("rate-limit-by-key", "policy-rate-limit-by-key"),
 ];
 
 fn main() {
@@ -38,6 +40,14 @@ fn main() {
         watched.push(dir.join("src"));
         watched.push(dir.join("Cargo.toml"));
     }
+    // The library the traffic policies share.
+    watched.push(workspace.join("policies").join("traffic").join("src"));
+    watched.push(
+        workspace
+            .join("policies")
+            .join("traffic")
+            .join("Cargo.toml"),
+    );
     guest_build::rerun_if_changed(&watched);
 
     let packages: Vec<&str> = BUILTINS.iter().map(|(_, p)| *p).collect();

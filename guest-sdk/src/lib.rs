@@ -3,7 +3,7 @@
 //! Write a [Gatehouse](https://example.invalid/gatehouse) policy in plain
 //! Rust: a config type, a constructor that validates it, and hooks that
 //! return a [`Decision`]. The SDK builds the WebAssembly component glue
-//! (`gatehouse:policy@0.1.3`) for you.
+//! (`gatehouse:policy@0.1.4`) for you.
 //!
 //! ```no_run
 //! use gatehouse_sdk::{export_policy, Connection, Decision, Fault, Policy, Request};
@@ -61,7 +61,7 @@ pub use wit_bindgen;
 
 pub use serde;
 
-/// The generated bindings of `gatehouse:policy@0.1.3` (the
+/// The generated bindings of `gatehouse:policy@0.1.4` (the
 /// `policy-with-completion` world). Not part of the SDK's
 /// stable API: use the re-exports at the crate root.
 #[doc(hidden)]
@@ -85,6 +85,7 @@ pub use views::{Connection, Request, Response};
 mod decision;
 
 pub mod certificates;
+pub mod counters;
 pub mod declarations;
 pub mod host;
 pub mod jose;

@@ -777,3 +777,80 @@ impl TestDecryptionKey {
             .ok_or_else(|| "the token cannot be decrypted with this key".to_string())
     }
 }
+
+/// A counter in native tests: a plain count per key on this thread,
+/// without windows (the gateway keeps the real ones).
+pub struct TestCounter {
+    name: String,
+    limit: u64,
+}
+
+thread_local! {
+    static COUNTS: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+}
+
+/// Forgets every test counter's count on this thread.
+pub fn reset_counters() {
+    COUNTS.with(|c| c.borrow_mut().clear());
+}
+
+impl TestCounter {
+    pub(crate) fn open(
+        name: &str,
+        limit: u64,
+        _window: crate::counters::Window,
+    ) -> Result<Self, String> {
+        if limit == 0 {
+            return Err("a counter's limit must be at least 1".into());
+        }
+        Ok(TestCounter {
+            name: name.to_string(),
+            limit,
+        })
+    }
+    fn usage(&self, used: u64, admitted: bool) -> crate::counters::Usage {
+        crate::counters::Usage {
+            admitted,
+            used,
+            limit: self.limit,
+            retry_after_seconds: if admitted { 0 } else { 1 },
+            reservation: 0,
+            unavailable: None,
+        }
+    }
+    pub(crate) fn acquire(&self, key: &str, amount: u64) -> crate::counters::Usage {
+        let k = format!("{}/{key}", self.name);
+        COUNTS.with(|c| {
+            let mut c = c.borrow_mut();
+            let n = c.entry(k).or_insert(0);
+            if *n + amount <= self.limit {
+                *n += amount;
+                self.usage(*n, true)
+            } else {
+                self.usage(*n, false)
+            }
+        })
+    }
+    pub(crate) fn release(&self, key: &str, _reservation: u64, amount: u64) {
+        let k = format!("{}/{key}", self.name);
+        COUNTS.with(|c| {
+            if let Some(n) = c.borrow_mut().get_mut(&k) {
+                *n = n.saturating_sub(amount);
+            }
+        });
+    }
+    pub(crate) fn add(&self, key: &str, amount: u64) -> crate::counters::Usage {
+        let k = format!("{}/{key}", self.name);
+        COUNTS.with(|c| {
+            let mut c = c.borrow_mut();
+            let n = c.entry(k).or_insert(0);
+            *n += amount;
+            self.usage(*n, *n <= self.limit)
+        })
+    }
+    pub(crate) fn peek(&self, key: &str) -> crate::counters::Usage {
+        let k = format!("{}/{key}", self.name);
+        let n = COUNTS.with(|c| c.borrow().get(&k).copied().unwrap_or(0));
+        self.usage(n, n <= self.limit)
+    }
+}

@@ -31,6 +31,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod counters;
 pub mod exchange;
 pub mod fetch;
 pub mod gateway;

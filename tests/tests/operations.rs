@@ -730,7 +730,7 @@ apis:
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
         errors[0].ends_with(
-            "apis[0].policies.inbound[0].counting: policy `counting` imports `gatehouse:policy/counters@0.1.9`, which this gateway does not provide (it implements gatehouse:policy@0.1.3); build the policy against this gateway's contract or upgrade the gateway"
+            "apis[0].policies.inbound[0].counting: policy `counting` imports `gatehouse:policy/telemetry@0.1.9`, which this gateway does not provide (it implements gatehouse:policy@0.1.4); build the policy against this gateway's contract or upgrade the gateway"
         ),
         "{errors:?}"
     );

@@ -51,6 +51,49 @@ pub struct Config {
     /// (a typo like `PSOT` would otherwise make a real `POST` get 405).
     #[serde(default)]
     pub extension_methods: Vec<String>,
+    /// Where rate limits and quotas count. Default: in memory.
+    #[serde(default)]
+    pub counters: Counters,
+}
+
+/// The `counters:` section: the store of the `counters` interface.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counters {
+    /// `memory` (the only backend today).
+    #[serde(default)]
+    pub backend: CounterBackend,
+    /// The most keys the store holds; a new key past it is not counted
+    /// and `fail_mode` decides. Default 100000.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+    /// When the store cannot count (full, unreachable): `open` admits,
+    /// `closed` refuses with 503. Default `open`.
+    #[serde(default)]
+    pub fail_mode: crate::counters::FailMode,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            backend: CounterBackend::Memory,
+            max_keys: default_max_keys(),
+            fail_mode: Default::default(),
+        }
+    }
+}
+
+fn default_max_keys() -> usize {
+    100_000
+}
+
+/// A counter store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CounterBackend {
+    /// In this process's memory.
+    #[default]
+    Memory,
 }
 
 /// The admin listener. It never shares a socket with a public listener.

@@ -295,9 +295,17 @@ pub fn build(
         }
     };
 
+    if config.counters.max_keys == 0 {
+        errors.push(ConfigError::new(
+            source,
+            "counters.max_keys",
+            "must be at least 1",
+        ));
+    }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
+    ctx.runtime.services().configure_counters(&config.counters);
     let components: HashSet<[u8; 32]> = loader.pools.keys().map(|k| k.component()).collect();
     let pools = loader.pools;
     Ok(Snapshot {

@@ -25,6 +25,7 @@ wasmtime::component::bindgen!({
         "gatehouse:policy/types.connection": super::host::markers::ConnectionView,
         "gatehouse:policy/expressions.expression": super::host::markers::ExpressionHandle,
         "gatehouse:policy/certificates.issuer": super::host::markers::IssuerHandle,
+        "gatehouse:policy/counters.counter": super::host::markers::CounterHandle,
         "gatehouse:policy/jose.key": super::host::markers::VerifyKeyHandle,
         "gatehouse:policy/jose.key-set": super::host::markers::KeySetHandle,
         "gatehouse:policy/jose.decryption-key": super::host::markers::DecryptionKeyHandle,

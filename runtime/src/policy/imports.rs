@@ -2,7 +2,7 @@
 //!
 //! - `gatehouse:policy/*`: the interfaces of this gateway's contract
 //!   (`types`, `host`, `variables`, `expressions`, `declarations`,
-//!   `certificates`, `jose`), at a 0.1.x version no
+//!   `certificates`, `jose`, `counters`), at a 0.1.x version no
 //!   newer than the host's. Anything else under `gatehouse:` — an interface
 //!   a newer contract added, or a newer minor version — is a load error
 //!   naming the policy and the import: the policy was built for a gateway
@@ -16,10 +16,10 @@ use wasmtime::component::Component;
 use wasmtime::Engine;
 
 /// The contract version this host implements.
-pub const CONTRACT: (u64, u64, u64) = (0, 1, 3);
+pub const CONTRACT: (u64, u64, u64) = (0, 1, 4);
 
 /// The interfaces of the contract a component may import.
-const INTERFACES: [&str; 7] = [
+const INTERFACES: [&str; 8] = [
     "types",
     "host",
     "variables",
@@ -27,6 +27,7 @@ const INTERFACES: [&str; 7] = [
     "declarations",
     "certificates",
     "jose",
+    "counters",
 ];
 
 /// Checks every import of `component`.

@@ -32,7 +32,12 @@ impl<T> Default for Slots<T> {
 }
 
 impl<T> Slots<T> {
-    fn insert(&mut self, v: T) -> Result<u32, String> {
+    /// Holds `v`; its handle's `rep`.
+    ///
+    /// # Errors
+    ///
+    /// The table is full.
+    pub fn insert(&mut self, v: T) -> Result<u32, String> {
         let slot = Some(Arc::new(v));
         if let Some(i) = self.0.iter().position(Option::is_none) {
             self.0[i] = slot;
@@ -44,10 +49,12 @@ impl<T> Slots<T> {
         self.0.push(slot);
         Ok((self.0.len() - 1) as u32)
     }
-    fn get(&self, rep: u32) -> Option<&Arc<T>> {
+    /// The value of a handle.
+    pub fn get(&self, rep: u32) -> Option<&Arc<T>> {
         self.0.get(rep as usize).and_then(Option::as_ref)
     }
-    fn remove(&mut self, rep: u32) {
+    /// Drops a handle's value.
+    pub fn remove(&mut self, rep: u32) {
         if let Some(s) = self.0.get_mut(rep as usize) {
             *s = None;
         }

@@ -15,6 +15,8 @@ pub struct ExpressionHandle;
 /// Marker type for `certificates.issuer` handles; the `rep` indexes
 /// [`super::HostState::issuers`].
 pub struct IssuerHandle;
+/// Marker type for `counters.counter` handles.
+pub struct CounterHandle;
 /// Marker type for `jose.key` handles.
 pub struct VerifyKeyHandle;
 /// Marker type for `jose.key-set` handles.

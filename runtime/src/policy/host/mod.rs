@@ -10,6 +10,7 @@
 //!   store can reach
 
 pub mod certificates;
+pub mod counters;
 pub mod declarations;
 pub mod expressions;
 pub mod jose;
@@ -60,6 +61,8 @@ pub struct HostState {
     pub issuers: Vec<Option<std::sync::Arc<certificates::Imported>>>,
     /// JWT keys and key sets imported by this instance (`jose`).
     pub jose: jose::JoseHandles,
+    /// Counters opened by this instance (`counters`).
+    pub counters: jose::Slots<counters::Counter>,
 }
 
 /// A host function found the call past its deadline: the call is reported
@@ -99,6 +102,7 @@ impl HostState {
             declared_reads_client_cert: false,
             issuers: Vec::new(),
             jose: jose::JoseHandles::default(),
+            counters: jose::Slots::default(),
         }
     }
 

@@ -15,6 +15,10 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
+use crate::config::Counters;
+use crate::counters::memory::MemoryStore;
 use crate::observe::metrics::Metrics;
 
 /// Process-wide services offered to policies.
@@ -22,11 +26,50 @@ pub struct HostServices {
     /// The gateway's metrics registry (policy call histograms are resolved
     /// from it once per pool).
     pub metrics: Arc<Metrics>,
+    /// The counter store of the `counters` interface, with the settings it
+    /// was made for; replaced when a config changes them.
+    pub counters: ArcSwap<CounterStore>,
+}
+
+/// A counter store and its settings.
+pub struct CounterStore {
+    /// The config section it was made from.
+    pub settings: Counters,
+    /// The store.
+    pub store: Arc<MemoryStore>,
+}
+
+impl CounterStore {
+    fn new(settings: Counters) -> Self {
+        CounterStore {
+            store: MemoryStore::new(settings.max_keys, settings.fail_mode),
+            settings,
+        }
+    }
 }
 
 impl HostServices {
     /// Services recording into `metrics`.
     pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(HostServices { metrics })
+        Arc::new(HostServices {
+            metrics,
+            counters: ArcSwap::from_pointee(CounterStore::new(Counters::default())),
+        })
+    }
+
+    /// Puts a config's `counters:` settings in force. Unchanged settings
+    /// keep the store and its counts (a reload does not reset rate
+    /// limits); changed ones start a new, empty store.
+    pub fn configure_counters(&self, settings: &Counters) {
+        if self.counters.load().settings == *settings {
+            return;
+        }
+        tracing::info!(
+            max_keys = settings.max_keys,
+            fail_mode = ?settings.fail_mode,
+            "counter settings changed: counting starts again"
+        );
+        self.counters
+            .store(Arc::new(CounterStore::new(settings.clone())));
     }
 }

@@ -1,5 +1,5 @@
 //! Test fixture: a component built against `gatehouse:policy@0.1.9`, which
-//! imports `gatehouse:policy/counters`. A gateway that does not implement
+//! imports `gatehouse:policy/telemetry`. A gateway that does not implement
 //! it must refuse to load the policy, naming the import.
 //!
 //! Only the WebAssembly build has the component exports (a native build of
@@ -15,7 +15,7 @@ mod guest {
 
     impl GuestPolicy for Counting {
         fn new(config: String) -> Result<Self, String> {
-            gatehouse::policy::counters::incr(&config, 1);
+            gatehouse::policy::telemetry::emit(&config, 1);
             Ok(Counting)
         }
     }
