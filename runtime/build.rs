@@ -16,6 +16,8 @@ const BUILTINS: &[(&str, &str)] = &[
     ("validate-jwt", "policy-validate-jwt"),
     ("rate-limit", "policy-rate-limit"),
     ("rate-limit-by-key", "policy-rate-limit-by-key"),
+    ("quota", "policy-quota"),
+    ("quota-by-key", "policy-quota-by-key"),
 ];
 
 fn main() {

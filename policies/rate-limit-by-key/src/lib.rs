@@ -5,10 +5,8 @@
 //! (`counters`), shared by every instance. See this crate's README for the
 //! config reference.
 
-use gatehouse_sdk::{
-    export_policy, host, Connection, Decision, Expression, Policy, Request, Value,
-};
-use policy_traffic::{LimitConfig, RateLimit};
+use gatehouse_sdk::{export_policy, Completion, Connection, Decision, Expression, Policy, Request};
+use policy_traffic::{condition, key_of, LimitConfig, RateLimit};
 use serde::Deserialize;
 
 fn one() -> u64 {
@@ -24,7 +22,8 @@ pub struct Config {
     /// Units each request counts. Default 1.
     #[serde(default = "one")]
     pub increment_count: u64,
-    /// Not available yet: counting only the responses that match.
+    /// Count only the requests whose response makes this expression true
+    /// (evaluated when the response has been sent).
     pub increment_condition: Option<String>,
     /// The limit and its headers and variables.
     #[serde(flatten)]
@@ -42,9 +41,6 @@ impl Policy for RateLimitByKey {
     type Config = Config;
 
     fn new(c: Config) -> Result<Self, String> {
-        if c.increment_condition.is_some() {
-            return Err("increment_condition: not supported by this gateway yet (counting by the response comes with the completion-phase counters); remove it to count every request".into());
-        }
         if c.increment_count == 0 {
             return Err("increment_count: must be at least 1".into());
         }
@@ -55,39 +51,30 @@ impl Policy for RateLimitByKey {
             ));
         }
         let key = Expression::compile(&c.counter_key).map_err(|e| format!("counter_key: {e}"))?;
+        let cond = condition(&c.increment_condition)?;
         Ok(RateLimitByKey {
-            limit: RateLimit::new("rate-limit-by-key", c.limit)?,
+            limit: RateLimit::new("rate-limit-by-key", c.limit, cond)?,
             key,
             amount: c.increment_count,
         })
     }
 
     fn on_request(&self, _req: &Request, _conn: &Connection) -> Decision {
-        // A key that cannot be computed (an absent header, say) counts in
-        // one bucket shared by every such request: never a way around the
-        // limit.
-        let key = match self.key.evaluate() {
-            Ok(Value::Text(s)) => s,
-            Ok(Value::Null) => String::new(),
-            Ok(Value::Integer(i)) => i.to_string(),
-            Ok(Value::Unsigned(u)) => u.to_string(),
-            Ok(Value::Boolean(b)) => b.to_string(),
-            Ok(Value::Float(f)) => f.to_string(),
-            Ok(Value::Bytes(b)) => b.iter().map(|x| format!("{x:02x}")).collect(),
-            Ok(Value::Json(j)) => j,
-            Err(e) => {
-                if host::trace_enabled() {
-                    host::trace(&format!("counter_key: {e}; counted under the empty key"));
-                }
-                String::new()
-            }
-        };
+        let key = key_of(&self.key);
         let what = if key.is_empty() {
-            "for requests without a key".to_string()
+            "for requests without a key"
         } else {
-            "for this key".to_string()
+            "for this key"
         };
-        self.limit.check(&key, self.amount, &what)
+        self.limit.check(&key, self.amount, what)
+    }
+
+    fn wants_completion(&self) -> bool {
+        self.limit.wants_completion()
+    }
+
+    fn on_complete(&self, _req: &Request, _conn: &Connection, _info: &Completion) {
+        self.limit.complete();
     }
 }
 
@@ -97,6 +84,7 @@ export_policy!(RateLimitByKey);
 mod tests {
     use super::*;
     use gatehouse_sdk::testkit::{self, TestRequest};
+    use gatehouse_sdk::Value;
 
     #[test]
     fn counts_per_key() {
@@ -118,6 +106,12 @@ mod tests {
 
     #[test]
     fn config_errors() {
+        let e = testkit::build::<RateLimitByKey>(
+            r#"{"calls": 1, "renewal_period": 60, "counter_key": "x", "increment_condition": ""}"#,
+        )
+        .err()
+        .unwrap();
+        assert!(e.starts_with("increment_condition"), "{e}");
         let e = testkit::build::<RateLimitByKey>(
             r#"{"calls": 1, "renewal_period": 60, "counter_key": "x", "increment_count": 2}"#,
         )

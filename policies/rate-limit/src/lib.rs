@@ -14,7 +14,7 @@ impl Policy for RateLimitPolicy {
     type Config = LimitConfig;
 
     fn new(config: LimitConfig) -> Result<Self, String> {
-        RateLimit::new("rate-limit", config).map(RateLimitPolicy)
+        RateLimit::new("rate-limit", config, None).map(RateLimitPolicy)
     }
 
     fn on_request(&self, _req: &Request, _conn: &Connection) -> Decision {

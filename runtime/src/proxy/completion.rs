@@ -212,6 +212,16 @@ impl Flight {
     ) -> http::Response<super::body::Body> {
         self.status = resp.status().as_u16();
         self.fault_code = fault_code;
+        let mut ex = ex;
+        // Completion hooks may read the response (`response.status`,
+        // `response.headers` in an expression): keep a copy of its head,
+        // only when one will run.
+        if !self.completion_steps.is_empty() && ex.response.is_none() {
+            let mut head = http::Response::new(());
+            *head.status_mut() = resp.status();
+            *head.headers_mut() = resp.headers().clone();
+            ex.response = Some(head.into_parts().0);
+        }
         self.parked = Some(ex);
         let state = self.state.clone();
         drop(self);

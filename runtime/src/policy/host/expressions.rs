@@ -8,7 +8,7 @@
 //! | `request` | `method`, `scheme`, `host`, `path`, `query`, `headers` (map, lower-case names, repeated values joined by `, `), `ip`, `id` |
 //! | `connection` | `client_ip`, `client_port`, `sni`, `alpn`, `tls_version` |
 //! | `client_cert` | `null`, or `subject`, `issuer`, `common_name`, `serial`, `thumbprint_sha1`, `thumbprint_sha256`, `not_before`, `not_after`, `dns_names`, `uris`, `ip_addresses`, `emails`, `verified`, `verify_error`, `issuer_thumbprint_sha1`, `issuer_thumbprint_sha256` |
-//! | `response` | `status`, `headers` (outbound and on-error only) |
+//! | `response` | `status`, `headers` (outbound, on-error and completion) |
 //! | `vars` | context variables, map of strings |
 //! | `route` | `api`, `operation`, `params` (map) |
 //!
