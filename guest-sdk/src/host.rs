@@ -36,3 +36,9 @@ pub fn monotonic_nanos() -> u64 {
 pub fn request_id() -> String {
     backend::request_id()
 }
+
+/// Adds a header to the response the client will be sent, whichever it
+/// is (contract 0.1.4). Framing and hop-by-hop headers are ignored.
+pub fn add_response_header(name: &str, value: &str) {
+    backend::add_response_header(name, value)
+}

@@ -361,6 +361,7 @@ struct State {
     now_millis: u64,
     reads_client_certificate: bool,
     issued_by: HashMap<String, bool>,
+    response_headers: Vec<(String, String)>,
 }
 
 thread_local! {
@@ -583,6 +584,19 @@ pub mod host {
     pub fn request_id() -> String {
         "test-request".into()
     }
+    pub fn add_response_header(name: &str, value: &str) {
+        super::STATE.with(|s| {
+            s.borrow_mut()
+                .response_headers
+                .push((name.to_ascii_lowercase(), value.to_string()))
+        });
+    }
+}
+
+/// The headers policies added to the response on this thread
+/// ([`crate::host::add_response_header`]).
+pub fn response_headers() -> Vec<(String, String)> {
+    STATE.with(|s| s.borrow().response_headers.clone())
 }
 
 #[doc(hidden)]

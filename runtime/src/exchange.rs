@@ -230,6 +230,9 @@ pub struct Exchange {
     /// Set by a key set that met an unknown `kid` and asked for a refetch
     /// the request may wait for (see [`crate::jose::keyset`]).
     pub refetch: Option<Box<crate::jose::keyset::PendingRefetch>>,
+    /// Headers policies asked to add to the response the client is sent
+    /// (`host.add-response-header`), appended at the end.
+    pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl Exchange {
@@ -250,6 +253,7 @@ impl Exchange {
             started,
             trace: None,
             refetch: None,
+            response_headers: Vec::new(),
         }
     }
 

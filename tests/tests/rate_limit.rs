@@ -112,6 +112,10 @@ apis:
         "{}",
         r.json()
     );
+    // On admitted responses too: the calls left and the total.
+    assert_eq!(r.header("x-remaining"), Some("1"));
+    assert_eq!(r.header("x-total"), Some("2"));
+    assert!(r.header("x-retry-in").is_none());
     let r = get(addr, "/a", &[]).await;
     assert_eq!(r.json()["headers"]["x-remaining-calls"], "0");
     let r = get(addr, "/a", &[]).await;

@@ -32,11 +32,11 @@ pub struct LimitConfig {
     pub retry_after_header_name: Option<String>,
     /// A variable for the seconds to wait, on a refusal.
     pub retry_after_variable_name: Option<String>,
-    /// A header for the calls left, on a refusal.
+    /// A header for the calls left in the window, on every response.
     pub remaining_calls_header_name: Option<String>,
     /// A variable for the calls left in the window after this one.
     pub remaining_calls_variable_name: Option<String>,
-    /// A header for `calls`, on a refusal.
+    /// A header for `calls`, on every response.
     pub total_calls_header_name: Option<String>,
 }
 
@@ -260,8 +260,15 @@ impl RateLimit {
             return Decision::proceed();
         }
         if u.admitted {
+            let remaining = self.calls.saturating_sub(u.used).to_string();
             if let Some(v) = &self.cfg.remaining_calls_variable_name {
-                variables::set(v, &self.calls.saturating_sub(u.used).to_string());
+                variables::set(v, &remaining);
+            }
+            if let Some(h) = &self.cfg.remaining_calls_header_name {
+                host::add_response_header(h, &remaining);
+            }
+            if let Some(h) = &self.cfg.total_calls_header_name {
+                host::add_response_header(h, &self.calls.to_string());
             }
             return Decision::proceed();
         }

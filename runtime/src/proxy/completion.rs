@@ -210,9 +210,13 @@ impl Flight {
         resp: http::Response<super::body::Body>,
         fault_code: Option<String>,
     ) -> http::Response<super::body::Body> {
+        let mut resp = resp;
+        let mut ex = ex;
+        for (n, v) in ex.response_headers.drain(..) {
+            resp.headers_mut().append(n, v);
+        }
         self.status = resp.status().as_u16();
         self.fault_code = fault_code;
-        let mut ex = ex;
         // Completion hooks may read the response (`response.status`,
         // `response.headers` in an expression): keep a copy of its head,
         // only when one will run.

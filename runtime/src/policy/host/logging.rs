@@ -81,4 +81,28 @@ impl Host for HostState {
             .map(|e| e.request_id.to_string())
             .unwrap_or_default()
     }
+
+    fn add_response_header(&mut self, name: String, value: String) {
+        let Some(ex) = self.exchange.as_deref_mut() else {
+            return;
+        };
+        if ex.response_headers.len() >= MAX_RESPONSE_HEADERS {
+            self.over(|| format!("more than {MAX_RESPONSE_HEADERS} added response headers"));
+            return;
+        }
+        let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            return;
+        };
+        if crate::proxy::headers::is_reserved_for_framing(&n) {
+            return;
+        }
+        let value = self.secrets.redact(&value);
+        let Ok(v) = http::HeaderValue::from_str(&value) else {
+            return;
+        };
+        ex.response_headers.push((n, v));
+    }
 }
+
+/// The most headers policies may add to one request's response.
+const MAX_RESPONSE_HEADERS: usize = 32;
