@@ -60,9 +60,16 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Counters {
-    /// `memory` (the only backend today).
+    /// `memory` (default) or `durable`.
     #[serde(default)]
     pub backend: CounterBackend,
+    /// The `durable` store's file (relative to the config file).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// How often the `durable` store writes its changes out, in
+    /// milliseconds (10..=60000). Default 100.
+    #[serde(default = "default_flush_ms")]
+    pub flush_ms: u64,
     /// The most keys the store holds; a new key past it is not counted
     /// and `fail_mode` decides. Default 100000.
     #[serde(default = "default_max_keys")]
@@ -77,6 +84,8 @@ impl Default for Counters {
     fn default() -> Self {
         Counters {
             backend: CounterBackend::Memory,
+            path: None,
+            flush_ms: default_flush_ms(),
             max_keys: default_max_keys(),
             fail_mode: Default::default(),
         }
@@ -87,6 +96,10 @@ fn default_max_keys() -> usize {
     100_000
 }
 
+fn default_flush_ms() -> u64 {
+    100
+}
+
 /// A counter store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -94,6 +107,8 @@ pub enum CounterBackend {
     /// In this process's memory.
     #[default]
     Memory,
+    /// In memory, written to a file every `flush_ms`, loaded at start.
+    Durable,
 }
 
 /// The admin listener. It never shares a socket with a public listener.

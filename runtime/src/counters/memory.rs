@@ -38,15 +38,84 @@ struct Entry {
     state: State,
     /// When every unit will have been forgotten (ms); `u64::MAX`: never.
     expires_ms: u64,
+    /// Changed since the durable store last wrote it.
+    dirty: bool,
+}
+
+impl Entry {
+    /// The entry as bytes: expiry, then `S` head and the non-zero
+    /// buckets, or `P` index and count.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32);
+        out.extend_from_slice(&self.expires_ms.to_le_bytes());
+        match &self.state {
+            State::Sliding { head, counts } => {
+                out.push(b'S');
+                out.extend_from_slice(&head.to_le_bytes());
+                for (i, c) in counts.iter().enumerate() {
+                    if *c > 0 {
+                        out.push(i as u8);
+                        out.extend_from_slice(&c.to_le_bytes());
+                    }
+                }
+            }
+            State::Period { index, count } => {
+                out.push(b'P');
+                out.extend_from_slice(&index.to_le_bytes());
+                out.extend_from_slice(&count.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<Entry> {
+        let u64_at = |i: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?))
+        };
+        let expires_ms = u64_at(0)?;
+        let state = match b.get(8)? {
+            b'S' => {
+                let head = u64_at(9)?;
+                let mut counts = Box::new([0u64; BUCKETS]);
+                let mut i = 17;
+                while i < b.len() {
+                    let slot = *b.get(i)? as usize;
+                    *counts.get_mut(slot)? = u64_at(i + 1)?;
+                    i += 9;
+                }
+                State::Sliding { head, counts }
+            }
+            b'P' => State::Period {
+                index: u64_at(9)? as i64,
+                count: u64_at(17)?,
+            },
+            _ => return None,
+        };
+        Some(Entry {
+            state,
+            expires_ms,
+            dirty: false,
+        })
+    }
 }
 
 /// The store.
 pub struct MemoryStore {
-    shards: Vec<Mutex<HashMap<String, Entry>>>,
+    shards: Vec<Mutex<Shard>>,
     hasher: std::collections::hash_map::RandomState,
     keys: AtomicUsize,
     max_keys: usize,
     fail_mode: FailMode,
+    /// Whether a durable store writes this one's changes out.
+    track: bool,
+}
+
+/// One shard: its counters, and (for a durable store) the keys swept
+/// since the last write.
+#[derive(Default)]
+struct Shard {
+    map: HashMap<String, Entry>,
+    swept: Vec<String>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -67,12 +136,19 @@ impl MemoryStore {
     /// A store of at most `max_keys` keys, swept in the background while
     /// it lives.
     pub fn new(max_keys: usize, fail_mode: FailMode) -> Arc<Self> {
+        Self::with_tracking(max_keys, fail_mode, false)
+    }
+
+    /// A store whose changes a durable store collects
+    /// ([`MemoryStore::take_changes`]).
+    pub fn with_tracking(max_keys: usize, fail_mode: FailMode, track: bool) -> Arc<Self> {
         let store = Arc::new(MemoryStore {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: Default::default(),
             keys: AtomicUsize::new(0),
             max_keys,
             fail_mode,
+            track,
         });
         spawn_sweeper(Arc::downgrade(&store));
         store
@@ -88,14 +164,15 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashMap<String, Entry>> {
+    fn shard(&self, key: &str) -> &Mutex<Shard> {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
     /// Runs `op` on the counter `key` (`limit` units per `window`) at
     /// `now_ms`.
     pub fn apply(&self, key: &str, limit: u64, window: Window, op: Op, now_ms: u64) -> Usage {
-        let mut shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
+        let shard = &mut guard.map;
         let entry = match shard.get_mut(key) {
             Some(e) => e,
             None => {
@@ -130,18 +207,68 @@ impl MemoryStore {
                         },
                     },
                     expires_ms: 0,
+                    dirty: false,
                 })
             }
         };
-        apply_to(entry, limit, window, op, now_ms)
+        let usage = apply_to(entry, limit, window, op, now_ms);
+        if self.track && !matches!(op, Op::Peek) {
+            entry.dirty = true;
+        }
+        usage
+    }
+
+    /// Puts a counter read back from a durable store (if it is not past
+    /// its window at `now_ms`).
+    pub fn load(&self, key: &str, bytes: &[u8], now_ms: u64) -> bool {
+        let Some(e) = Entry::decode(bytes) else {
+            return false;
+        };
+        if e.expires_ms <= now_ms {
+            return false;
+        }
+        let mut shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
+        if shard.map.insert(key.to_string(), e).is_none() {
+            self.keys.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// The counters changed since the last call, encoded, and the keys
+    /// swept since: what a durable store writes out.
+    pub fn take_changes(&self) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
+        let mut changed = Vec::new();
+        let mut swept = Vec::new();
+        for shard in &self.shards {
+            let mut s = shard.lock().unwrap_or_else(|p| p.into_inner());
+            swept.append(&mut s.swept);
+            for (k, e) in s.map.iter_mut() {
+                if e.dirty {
+                    e.dirty = false;
+                    changed.push((k.clone(), e.encode()));
+                }
+            }
+        }
+        (changed, swept)
     }
 
     /// Drops keys whose window is empty at `now_ms`.
     pub fn sweep(&self, now_ms: u64) {
         for shard in &self.shards {
-            let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let Shard { map: m, swept } = &mut *guard;
             let before = m.len();
-            m.retain(|_, e| e.expires_ms > now_ms);
+            if self.track {
+                m.retain(|k, e| {
+                    let keep = e.expires_ms > now_ms;
+                    if !keep {
+                        swept.push(k.clone());
+                    }
+                    keep
+                });
+            } else {
+                m.retain(|_, e| e.expires_ms > now_ms);
+            }
             let dropped = before - m.len();
             if dropped > 0 {
                 self.keys.fetch_sub(dropped, Ordering::Relaxed);
@@ -395,6 +522,50 @@ mod tests {
                 .apply("b", 1, Window::Sliding(1), Op::Acquire(1), T0 + 3_000)
                 .admitted
         );
+    }
+
+    #[test]
+    fn entries_survive_encoding_and_changes_are_collected() {
+        let s = MemoryStore::with_tracking(100, FailMode::Open, true);
+        let w = Window::Sliding(120);
+        s.apply("k", 3, w, Op::Acquire(2), T0);
+        s.apply(
+            "p",
+            3,
+            Window::Periods {
+                seconds: 60,
+                start: 0,
+            },
+            Op::Acquire(1),
+            T0,
+        );
+        let (changed, swept) = s.take_changes();
+        assert_eq!(changed.len(), 2);
+        assert!(swept.is_empty());
+        assert!(s.take_changes().0.is_empty(), "written once");
+        let back = MemoryStore::new(100, FailMode::Open);
+        for (k, b) in &changed {
+            assert!(back.load(k, b, T0 + 1));
+        }
+        assert!(back.apply("k", 3, w, Op::Acquire(1), T0 + 2).admitted);
+        assert!(
+            !back.apply("k", 3, w, Op::Acquire(1), T0 + 3).admitted,
+            "2 + 1 = 3"
+        );
+        let p = Window::Periods {
+            seconds: 60,
+            start: 0,
+        };
+        assert_eq!(back.apply("p", 3, p, Op::Peek, T0 + 4).used, 1);
+        // Past its window, an entry is not loaded; a sweep reports it.
+        let late = MemoryStore::new(100, FailMode::Open);
+        assert!(!late.load(
+            "k",
+            &changed.iter().find(|c| c.0 == "k").unwrap().1,
+            T0 + 300_000
+        ));
+        s.sweep(T0 + 300_000);
+        assert_eq!(s.take_changes().1.len(), 2);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! late, never early, so no `S`-second window ever admits more than the
 //! limit. Fixed periods keep one count per period.
 
+pub mod durable;
 pub mod memory;
 
 use std::time::{SystemTime, UNIX_EPOCH};

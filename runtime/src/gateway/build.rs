@@ -33,6 +33,9 @@ pub struct BuildContext<'a> {
     pub previous: Option<&'a Snapshot>,
     /// The generation the new snapshot will have.
     pub generation: u64,
+    /// `gatehouse check`: validate, but open no store (a running gateway
+    /// may hold the counter file).
+    pub check_only: bool,
 }
 
 fn parse_address(
@@ -295,17 +298,37 @@ pub fn build(
         }
     };
 
+    let mut counters = None;
     if config.counters.max_keys == 0 {
         errors.push(ConfigError::new(
             source,
             "counters.max_keys",
             "must be at least 1",
         ));
+    } else if errors.is_empty() {
+        // Last, so that a config refused for another reason never opens a
+        // counter file; `check` opens none.
+        let prepared = if ctx.check_only {
+            crate::policy::host::services::check_counters(&config.counters).map(|()| None)
+        } else {
+            ctx.runtime
+                .services()
+                .prepare_counters(&config.counters, &source.base_dir)
+        };
+        match prepared {
+            Ok(store) => counters = store,
+            Err(e) => {
+                let (key, msg) = e.split_once(": ").unwrap_or(("", e.as_str()));
+                errors.push(ConfigError::new(source, format!("counters.{key}"), msg));
+            }
+        }
     }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    ctx.runtime.services().configure_counters(&config.counters);
+    if let Some(store) = counters {
+        ctx.runtime.services().install_counters(store);
+    }
     let components: HashSet<[u8; 32]> = loader.pools.keys().map(|k| k.component()).collect();
     let pools = loader.pools;
     Ok(Snapshot {

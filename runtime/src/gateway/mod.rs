@@ -133,6 +133,7 @@ pub fn check(path: Option<&Path>) -> Result<Snapshot, ConfigErrors> {
             workers: 1,
             previous: None,
             generation: 1,
+            check_only: true,
         },
     )
 }
@@ -190,6 +191,7 @@ impl Gateway {
                 workers: workers_n,
                 previous: None,
                 generation: 1,
+                check_only: false,
             },
         )
         .map_err(StartError::Config)?;
@@ -383,6 +385,7 @@ fn reload(inner: &Arc<Inner>) -> Result<ReloadReport, ConfigErrors> {
                 workers: inner.worker_count,
                 previous: Some(&previous),
                 generation: previous.generation + 1,
+                check_only: false,
             },
         )?;
         for w in &next.warnings {

@@ -33,17 +33,20 @@ pub struct HostServices {
 
 /// A counter store and its settings.
 pub struct CounterStore {
-    /// The config section it was made from.
+    /// The config section it was made from, its path resolved.
     pub settings: Counters,
-    /// The store.
+    /// The store every request counts in.
     pub store: Arc<MemoryStore>,
+    /// The writer of a `durable` store.
+    pub durable: Option<crate::counters::durable::Durable>,
 }
 
 impl CounterStore {
-    fn new(settings: Counters) -> Self {
+    fn memory(settings: Counters) -> Self {
         CounterStore {
             store: MemoryStore::new(settings.max_keys, settings.fail_mode),
             settings,
+            durable: None,
         }
     }
 }
@@ -53,23 +56,97 @@ impl HostServices {
     pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(HostServices {
             metrics,
-            counters: ArcSwap::from_pointee(CounterStore::new(Counters::default())),
+            counters: ArcSwap::from_pointee(CounterStore::memory(Counters::default())),
         })
     }
 
-    /// Puts a config's `counters:` settings in force. Unchanged settings
-    /// keep the store and its counts (a reload does not reset rate
-    /// limits); changed ones start a new, empty store.
-    pub fn configure_counters(&self, settings: &Counters) {
-        if self.counters.load().settings == *settings {
-            return;
+    /// Makes the store a config's `counters:` settings ask for (paths
+    /// relative to `base_dir`), or `None` when they are those in force
+    /// (a reload keeps the store and its counts).
+    ///
+    /// # Errors
+    ///
+    /// `key: message` (the key under `counters`): a `durable` store without
+    /// a file, or whose file cannot be opened.
+    pub fn prepare_counters(
+        &self,
+        settings: &Counters,
+        base_dir: &std::path::Path,
+    ) -> Result<Option<CounterStore>, String> {
+        use crate::config::CounterBackend;
+        let mut settings = settings.clone();
+        if let Some(p) = &settings.path {
+            settings.path = Some(base_dir.join(p));
         }
+        let current = self.counters.load();
+        if current.settings == settings {
+            return Ok(None);
+        }
+        check_counters(&settings)?;
+        match settings.backend {
+            CounterBackend::Memory => Ok(Some(CounterStore::memory(settings))),
+            CounterBackend::Durable => {
+                let Some(path) = settings.path.clone() else {
+                    return Err("path: the durable backend needs a file".into());
+                };
+                if current.settings.backend == CounterBackend::Durable
+                    && current.settings.path.as_deref() == Some(path.as_path())
+                {
+                    return Err(format!(
+                        "path: the durable store of {} is in use; its other settings change with a restart",
+                        path.display()
+                    ));
+                }
+                let (store, durable) = crate::counters::durable::open(
+                    &path,
+                    settings.max_keys,
+                    settings.fail_mode,
+                    std::time::Duration::from_millis(settings.flush_ms),
+                )
+                .map_err(|e| format!("path: {e}"))?;
+                Ok(Some(CounterStore {
+                    store,
+                    settings,
+                    durable: Some(durable),
+                }))
+            }
+        }
+    }
+
+    /// Puts a store made by [`HostServices::prepare_counters`] in force;
+    /// the one it replaces writes out its last changes once the last
+    /// request using it is done.
+    pub fn install_counters(&self, store: CounterStore) {
         tracing::info!(
-            max_keys = settings.max_keys,
-            fail_mode = ?settings.fail_mode,
-            "counter settings changed: counting starts again"
+            backend = ?store.settings.backend,
+            max_keys = store.settings.max_keys,
+            fail_mode = ?store.settings.fail_mode,
+            "counter store changed: counting goes on from what it holds"
         );
-        self.counters
-            .store(Arc::new(CounterStore::new(settings.clone())));
+        self.counters.store(Arc::new(store));
+    }
+}
+
+/// The checks of a `counters:` section that need no file.
+///
+/// # Errors
+///
+/// `key: message`, the key under `counters`.
+pub fn check_counters(settings: &Counters) -> Result<(), String> {
+    use crate::config::CounterBackend;
+    if !(10..=60_000).contains(&settings.flush_ms) {
+        return Err(format!(
+            "flush_ms: {} is outside 10..=60000",
+            settings.flush_ms
+        ));
+    }
+    match (settings.backend, &settings.path) {
+        (CounterBackend::Memory, Some(_)) => {
+            Err("path: only the durable backend has a file".into())
+        }
+        (CounterBackend::Durable, None) => {
+            Err("path: the durable backend needs a file (e.g. `path: counters.redb`)".into())
+        }
+        _ => Ok(()),
     }
 }

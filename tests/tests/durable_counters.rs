@@ -1,0 +1,145 @@
+//! The `durable` counter store across a real `kill -9`: a gateway process
+//! counts quota calls, is killed with SIGKILL, and a new process on the
+//! same file goes on from the count. The gateway process is this test
+//! binary run again as `durable_child` (it starts a gateway from the
+//! config named in `GATEHOUSE_DURABLE_CHILD` and prints its address).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use gatehouse_tests::{Client, Gw, TempDir};
+
+/// Not a test of its own: the gateway process of
+/// [`a_quota_survives_kill_9`]. Without the variable it does nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn durable_child() {
+    let Ok(yaml) = std::env::var("GATEHOUSE_DURABLE_CHILD") else {
+        return;
+    };
+    let gw = Gw::start(TempDir::new("durable-child"), &yaml).await;
+    println!("ADDR {}", gw.addr("main"));
+    loop {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+/// The gateway process, killed (SIGKILL) when dropped: a failed assertion
+/// leaves no process behind.
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_child(yaml: &str) -> (Gateway, SocketAddr) {
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "durable_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("GATEHOUSE_DURABLE_CHILD", yaml)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the gateway process");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines();
+    let addr = loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                // libtest prints `test durable_child ... ` first, on the
+                // same line.
+                if let Some((_, a)) = l.split_once("ADDR ") {
+                    break a.trim().parse().expect("an address");
+                }
+            }
+            _ => {
+                let _ = child.kill();
+                panic!("the gateway process ended before printing its address");
+            }
+        }
+    };
+    (Gateway(child), addr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quota_survives_kill_9() {
+    let dir = TempDir::new("durable");
+    let file = dir.path().join("counters.redb");
+    let yaml = format!(
+        r#"
+listeners: [{{name: main, address: "127.0.0.1:0"}}]
+upstreams: {{echo: {{url: "builtin:echo"}}}}
+counters: {{backend: durable, path: "{}", flush_ms: 50}}
+apis:
+  - name: q
+    path: /q
+    upstream: echo
+    policies:
+      inbound:
+        - quota: {{calls: 5, renewal_period: 0}}
+"#,
+        file.display()
+    );
+    let (mut first, addr) = spawn_child(&yaml);
+    for i in 0..3 {
+        let r = Client::plain(addr).get("/q", &[]).await;
+        assert_eq!(r.status, 200, "call {i}");
+    }
+    // Past flush_ms: the three calls are on disk. Then SIGKILL.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    first.0.kill().expect("kill -9");
+    let _ = first.0.wait();
+
+    let (second, addr) = spawn_child(&yaml);
+    for i in 3..5 {
+        let r = Client::plain(addr).get("/q", &[]).await;
+        assert_eq!(r.status, 200, "call {i}: the count went on from 3");
+    }
+    Client::plain(addr)
+        .get("/q", &[])
+        .await
+        .assert_fault(403, "policy.quota.exceeded");
+    drop(second);
+}
+
+#[tokio::test]
+async fn durable_settings_are_checked() {
+    let dir = TempDir::new("durable-errors");
+    let errors = Gw::build_errors(
+        &dir,
+        r#"
+listeners: [{name: main, address: "127.0.0.1:0"}]
+counters: {backend: durable}
+"#,
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("counters.path: the durable backend needs a file")),
+        "{errors:?}"
+    );
+    // `gatehouse check` opens no counter file (a running gateway holds it).
+    let file = dir.path().join("c.redb");
+    let errors = Gw::build_errors(
+        &dir,
+        &format!(
+            r#"
+listeners: [{{name: main, address: "127.0.0.1:0"}}]
+counters: {{backend: durable, path: "{}"}}
+"#,
+            file.display()
+        ),
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(!file.exists(), "check must not create the counter file");
+}
