@@ -29,6 +29,85 @@ pub struct Compiled {
     program: Program,
     source: String,
     uses: Uses,
+    /// A single field read, answered without building a CEL context.
+    direct: Option<Direct>,
+}
+
+/// The expressions that only read one value (`connection.client_ip`,
+/// `request.headers['x-api-key']`, `vars['jwt.sub']`): the most common
+/// counter keys and header values. They are answered from the exchange
+/// directly; when the value is absent, the full CEL evaluation runs and
+/// gives its own error, so the result is always CEL's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Direct {
+    ClientIp,
+    Method,
+    Path,
+    Header(String),
+    Var(String),
+    RouteApi,
+}
+
+impl Direct {
+    fn parse(source: &str) -> Option<Direct> {
+        let s = source.trim();
+        match s {
+            "connection.client_ip" | "request.ip" => return Some(Direct::ClientIp),
+            "request.method" => return Some(Direct::Method),
+            "request.path" => return Some(Direct::Path),
+            "route.api" => return Some(Direct::RouteApi),
+            _ => {}
+        }
+        let (base, key) = if let Some(rest) = s.strip_suffix(']') {
+            let (base, quoted) = rest.split_once('[')?;
+            let key = quoted
+                .strip_prefix('\'')
+                .and_then(|q| q.strip_suffix('\''))
+                .or_else(|| quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')))?;
+            (base, key)
+        } else {
+            let (base, key) = s.rsplit_once('.')?;
+            if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || key.starts_with(|c: char| c.is_ascii_digit())
+            {
+                return None;
+            }
+            (base, key)
+        };
+        if key.is_empty() || key.contains(['\\', '\'', '"']) {
+            return None;
+        }
+        match base.trim() {
+            // Header names in the map are lower case: another spelling is
+            // absent, and CEL says so.
+            "request.headers" if !key.bytes().any(|b| b.is_ascii_uppercase()) => {
+                Some(Direct::Header(key.to_string()))
+            }
+            "vars" => Some(Direct::Var(key.to_string())),
+            _ => None,
+        }
+    }
+
+    /// The value, or `None` when absent (CEL then evaluates and errs).
+    fn get(&self, ex: &Exchange) -> Option<Cel> {
+        Some(match self {
+            Direct::ClientIp => ex.conn.client.ip().to_string().into(),
+            Direct::Method => ex.request.method.as_str().into(),
+            Direct::Path => ex.request.uri.path().into(),
+            Direct::RouteApi => (*ex.route.api).into(),
+            Direct::Var(k) => ex.vars.get(k)?.as_str().into(),
+            Direct::Header(k) => {
+                let mut values = ex.request.headers.get_all(k.as_str()).iter();
+                let first = values.next()?;
+                let mut v = String::from_utf8_lossy(first.as_bytes()).into_owned();
+                for more in values {
+                    v.push_str(", ");
+                    v.push_str(&String::from_utf8_lossy(more.as_bytes()));
+                }
+                v.into()
+            }
+        })
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -110,6 +189,7 @@ pub fn compile(source: &str) -> Result<Compiled, String> {
     };
     Ok(Compiled {
         program,
+        direct: Direct::parse(source),
         source: source.to_string(),
         uses,
     })
@@ -328,6 +408,9 @@ fn opt(s: Option<&str>) -> Cel {
 ///
 /// CEL's message (an absent key, a type mismatch, ...).
 pub fn evaluate(c: &Compiled, ex: &Exchange) -> Result<Cel, String> {
+    if let Some(v) = c.direct.as_ref().and_then(|d| d.get(ex)) {
+        return Ok(v);
+    }
     let mut ctx = Context::with_env(env().clone());
     if c.uses.request {
         let r = &ex.request;
@@ -579,5 +662,61 @@ mod tests {
         assert_eq!(fields("client_cert['subject']"), ["*"]);
         assert_eq!(fields("size(client_cert) > 0"), ["*"]);
         assert!(fields("request.path").is_empty());
+    }
+
+    #[test]
+    fn single_reads_answer_like_cel() {
+        use crate::exchange::{ConnInfo, RequestId};
+        let addr = "192.0.2.7:4000".parse().unwrap();
+        let conn = std::sync::Arc::new(ConnInfo::new(addr, addr, std::sync::Arc::from("l"), None));
+        let req = http::Request::get("/orders/1?x=1")
+            .header("x-client", "a")
+            .header("x-client", "b")
+            .header("x-one", "1")
+            .body(())
+            .unwrap();
+        let mut ex = Exchange::new(
+            req.into_parts().0,
+            conn,
+            RequestId::new(),
+            std::time::Instant::now(),
+        );
+        ex.vars.insert("jwt.sub".into(), "ada".into());
+        ex.vars.insert("tier".into(), "gold".into());
+        for src in [
+            "connection.client_ip",
+            "request.ip",
+            "request.method",
+            "request.path",
+            "request.headers['x-client']",
+            "request.headers[\"x-one\"]",
+            "vars['jwt.sub']",
+            "vars.tier",
+            "route.api",
+        ] {
+            let c = compile(src).unwrap();
+            assert!(c.direct.is_some(), "{src} is a single read");
+            let direct = evaluate(&c, &ex).unwrap();
+            let mut full = compile(src).unwrap();
+            full.direct = None;
+            assert_eq!(direct, evaluate(&full, &ex).unwrap(), "{src}");
+        }
+        // Absent: CEL answers (with its error), not the shortcut.
+        for src in [
+            "request.headers['x-none']",
+            "vars['nope']",
+            "request.headers['X-Client']",
+        ] {
+            let c = compile(src).unwrap();
+            assert!(evaluate(&c, &ex).is_err(), "{src}");
+        }
+        // Not single reads.
+        for src in [
+            "request.headers['x'] + 'y'",
+            "vars.a.b",
+            "request.headers[vars.h]",
+        ] {
+            assert!(compile(src).unwrap().direct.is_none(), "{src}");
+        }
     }
 }
