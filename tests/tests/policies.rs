@@ -153,7 +153,7 @@ apis:
 
 #[tokio::test]
 async fn return_response_answers_without_the_upstream() {
-    let (gw, _up) = gateway(
+    let (gw, up) = gateway(
         r#"
 apis:
   - name: app
@@ -170,6 +170,9 @@ apis:
     assert_eq!(r.header("retry-after"), Some("30"));
     assert_eq!(&r.body[..], b"down for maintenance");
     assert!(r.header("x-request-id").is_some());
+    // Answered by the policy: the upstream never saw a connection.
+    assert_eq!(up.connections(), 0, "no connection to the upstream");
+    assert_eq!(up.requests(), 0);
 }
 
 #[tokio::test]
