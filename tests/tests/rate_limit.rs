@@ -195,6 +195,9 @@ async fn a_full_store_follows_the_fail_mode() {
         format!(
             r#"
 listeners: [{{name: main, address: "127.0.0.1:0"}}]
+admin: {{address: "127.0.0.1:0", key: admin-key}}
+named_values:
+  admin-key: {{value: admin-key-for-the-rate-tests, secret: true}}
 upstreams: {{echo: {{url: "builtin:echo"}}}}
 counters: {{max_keys: 1, fail_mode: {mode}}}
 apis:
@@ -215,6 +218,17 @@ apis:
     assert_eq!(get(addr, "/k", &[("x-client", "first")]).await.status, 200);
     let r = get(addr, "/k", &[("x-client", "second")]).await;
     let f = r.assert_fault(503, "policy.rate-limit-by-key.counters-unavailable");
+    let metrics = Client::plain(gw.admin())
+        .get(
+            "/metrics",
+            &[("authorization", "Bearer admin-key-for-the-rate-tests")],
+        )
+        .await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("gatehouse_counters_unavailable_total 1"),
+        "counted in the metrics: {text}"
+    );
     assert!(
         f["detail"]
             .as_str()

@@ -330,6 +330,9 @@ pub struct Metrics {
     /// `gatehouse_policy_components_reused_total`: components a reload took
     /// from memory because their bytes had not changed.
     pub components_reused: Counter,
+    /// `gatehouse_counters_unavailable_total`: counter operations the
+    /// counter store could not do (full); `counters.fail_mode` decided.
+    pub counters_unavailable: Counter,
 }
 
 impl Default for Metrics {
@@ -453,6 +456,12 @@ impl Metrics {
             "Policy components taken from memory by a reload because their bytes had not changed",
             components_reused.clone(),
         );
+        let counters_unavailable = Counter::default();
+        registry.register(
+            "counters_unavailable",
+            "Counter operations of rate limits and quotas the counter store could not do (it holds counters.max_keys keys); counters.fail_mode decided the request",
+            counters_unavailable.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -473,6 +482,7 @@ impl Metrics {
             reloads,
             components_compiled,
             components_reused,
+            counters_unavailable,
         }
     }
 

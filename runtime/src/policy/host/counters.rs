@@ -63,7 +63,11 @@ impl HostState {
         );
         let (limit, window) = (c.limit, c.window);
         let store = self.services.counters.load();
-        usage(store.store.apply(&full, limit, window, op, now_ms()))
+        let u = store.store.apply(&full, limit, window, op, now_ms());
+        if u.unavailable.is_some() {
+            self.services.metrics.counters_unavailable.inc();
+        }
+        usage(u)
     }
 }
 
