@@ -16,48 +16,19 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use gatehouse::exchange::{ConnInfo, Exchange, RequestId, TlsInfo};
-use gatehouse::observe::metrics::Metrics;
-use gatehouse::policy::{builtin, CallSettings, EngineSettings, HostServices, PolicyRuntime};
+use gatehouse::exchange::{ConnInfo, Exchange, TlsInfo};
+use gatehouse::policy::{builtin, PolicyRuntime};
 use gatehouse::proxy::chain::{self, Outcome, Section};
 use gatehouse::proxy::snapshot::ChainStep;
 use gatehouse::tls::server::TlsListener;
+use gatehouse_tests::bench::runtime;
 use gatehouse_tests::pki::ClientSpec;
 use gatehouse_tests::{Pki, TempDir};
 
-fn runtime() -> Arc<PolicyRuntime> {
-    PolicyRuntime::new(
-        EngineSettings {
-            memory_limit_mib: 64,
-            max_instances: 64,
-            cache_dir: gatehouse::policy::cache::default_dir(),
-        },
-        HostServices::new(Arc::new(Metrics::new())),
-    )
-    .expect("policy runtime")
-}
-
 fn step(rt: &Arc<PolicyRuntime>, name: &str, wasm: &[u8], config: &str) -> Vec<ChainStep> {
-    let component = rt.load_component(wasm).expect("component");
-    let pool = rt
-        .pool(
-            name,
-            &component,
-            config.to_string(),
-            Default::default(),
-            CallSettings {
-                deadline_ms: 100,
-                instances: 4,
-            },
-        )
-        .expect("pool");
-    vec![ChainStep {
-        pool,
-        scope: Arc::from("api:bench"),
-    }]
+    gatehouse_tests::bench::step(rt, name, wasm, config, 4)
 }
 
 /// The TLS side of a connection from a client that presented `chain` to
@@ -83,18 +54,7 @@ fn tls_conn(table: &Arc<TlsListener>, chain: &[Vec<u8>]) -> Arc<ConnInfo> {
 }
 
 fn exchange(conn: &Arc<ConnInfo>) -> Box<Exchange> {
-    let req = http::Request::get("https://test.com/orders/42")
-        .header("host", "test.com")
-        .header("user-agent", "bench/1.0")
-        .header("accept", "application/json")
-        .body(())
-        .expect("request");
-    Box::new(Exchange::new(
-        req.into_parts().0,
-        conn.clone(),
-        RequestId::new(),
-        Instant::now(),
-    ))
+    gatehouse_tests::bench::exchange(conn, "test.com", &[])
 }
 
 fn bench(c: &mut Criterion) {

@@ -8,63 +8,21 @@
 //! `cargo bench -p gatehouse-tests --bench traffic`
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use gatehouse::counters::memory::MemoryStore;
 use gatehouse::counters::{FailMode, Op, Window};
-use gatehouse::exchange::{ConnInfo, Exchange, RequestId};
-use gatehouse::observe::metrics::Metrics;
-use gatehouse::policy::{builtin, CallSettings, EngineSettings, HostServices, PolicyRuntime};
+use gatehouse::exchange::{ConnInfo, Exchange};
 use gatehouse::proxy::chain::{self, Outcome, Section};
 use gatehouse::proxy::snapshot::ChainStep;
-
-fn step(rt: &Arc<PolicyRuntime>, name: &str, config: &str) -> Vec<ChainStep> {
-    let wasm = builtin::get(name).expect("built-in");
-    let component = rt.load_component(wasm).expect("component");
-    let pool = rt
-        .pool(
-            name,
-            &component,
-            config.to_string(),
-            Default::default(),
-            CallSettings {
-                deadline_ms: 100,
-                instances: 1,
-            },
-        )
-        .expect("pool");
-    vec![ChainStep {
-        pool,
-        scope: Arc::from("api:bench"),
-    }]
-}
+use gatehouse_tests::bench::{builtin_step as step, runtime};
 
 fn exchange(conn: &Arc<ConnInfo>) -> Box<Exchange> {
-    let req = http::Request::get("https://api.test/orders/42")
-        .header("host", "api.test")
-        .header("user-agent", "bench/1.0")
-        .header("accept", "application/json")
-        .body(())
-        .expect("request");
-    Box::new(Exchange::new(
-        req.into_parts().0,
-        conn.clone(),
-        RequestId::new(),
-        Instant::now(),
-    ))
+    gatehouse_tests::bench::exchange(conn, "api.test", &[])
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = PolicyRuntime::new(
-        EngineSettings {
-            memory_limit_mib: 64,
-            max_instances: 64,
-            cache_dir: gatehouse::policy::cache::default_dir(),
-        },
-        HostServices::new(Arc::new(Metrics::new())),
-    )
-    .expect("policy runtime");
+    let rt = runtime();
     let limit = step(
         &rt,
         "rate-limit-by-key",

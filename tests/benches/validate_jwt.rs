@@ -14,55 +14,21 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use gatehouse::exchange::{ConnInfo, Exchange, RequestId};
-use gatehouse::observe::metrics::Metrics;
-use gatehouse::policy::{builtin, CallSettings, EngineSettings, HostServices, PolicyRuntime};
+use gatehouse::exchange::{ConnInfo, Exchange};
 use gatehouse::proxy::chain::{self, Outcome, Section};
 use gatehouse::proxy::snapshot::ChainStep;
+use gatehouse_tests::bench::{builtin_step as step, runtime};
 use gatehouse_tests::jwt::{sign, tokens, Kit};
 use serde_json::json;
 
 /// Distinct tokens per algorithm: more than the cache holds.
 const DISTINCT: usize = 300;
 
-fn step(rt: &Arc<PolicyRuntime>, name: &str, config: &str) -> Vec<ChainStep> {
-    let wasm = builtin::get(name).expect("built-in");
-    let component = rt.load_component(wasm).expect("component");
-    let pool = rt
-        .pool(
-            name,
-            &component,
-            config.to_string(),
-            Default::default(),
-            CallSettings {
-                deadline_ms: 100,
-                instances: 1,
-            },
-        )
-        .expect("pool");
-    vec![ChainStep {
-        pool,
-        scope: Arc::from("api:bench"),
-    }]
-}
-
 fn exchange(conn: &Arc<ConnInfo>, token: &str) -> Box<Exchange> {
-    let req = http::Request::get("https://api.test/orders/42")
-        .header("host", "api.test")
-        .header("user-agent", "bench/1.0")
-        .header("accept", "application/json")
-        .header("authorization", format!("Bearer {token}"))
-        .body(())
-        .expect("request");
-    Box::new(Exchange::new(
-        req.into_parts().0,
-        conn.clone(),
-        RequestId::new(),
-        Instant::now(),
-    ))
+    let bearer = format!("Bearer {token}");
+    gatehouse_tests::bench::exchange(conn, "api.test", &[("authorization", &bearer)])
 }
 
 fn bench(c: &mut Criterion) {
@@ -93,15 +59,7 @@ fn bench(c: &mut Criterion) {
     let es256 = list("ES256");
     let hs256 = list("HS256");
 
-    let rt = PolicyRuntime::new(
-        EngineSettings {
-            memory_limit_mib: 64,
-            max_instances: 64,
-            cache_dir: gatehouse::policy::cache::default_dir(),
-        },
-        HostServices::new(Arc::new(Metrics::new())),
-    )
-    .expect("policy runtime");
+    let rt = runtime();
     let config = |key: serde_json::Value| {
         json!({
             "header_name": "authorization", "require_scheme": "Bearer",

@@ -7,6 +7,7 @@
 //!   including a JSON echo.
 //! - [`Client`]: HTTP/1.1 and HTTP/2 clients (plain or TLS).
 
+pub mod bench;
 pub mod client;
 pub mod jwt;
 pub mod pki;
