@@ -5,12 +5,8 @@
 //! completion). Over quota: 403. See this crate's README.
 
 use gatehouse_sdk::{export_policy, Completion, Connection, Decision, Expression, Policy, Request};
-use policy_traffic::{condition, key_of, Quota, QuotaConfig};
+use policy_traffic::{by_key, key_of, one, Quota, QuotaConfig};
 use serde::Deserialize;
-
-fn one() -> u64 {
-    1
-}
 
 /// The config, as written under `quota-by-key:`.
 #[derive(Deserialize)]
@@ -42,9 +38,12 @@ impl Policy for QuotaByKey {
     type Config = Config;
 
     fn new(c: Config) -> Result<Self, String> {
-        if c.increment_count == 0 {
-            return Err("increment_count: must be at least 1".into());
-        }
+        let (key, cond) = by_key(
+            &c.counter_key,
+            c.increment_count,
+            &c.increment_condition,
+            c.quota.calls,
+        )?;
         let start = match &c.first_period_start {
             None => 0,
             Some(s) => chrono::DateTime::parse_from_rfc3339(s.trim())
@@ -53,8 +52,6 @@ impl Policy for QuotaByKey {
                 })?
                 .timestamp(),
         };
-        let key = Expression::compile(&c.counter_key).map_err(|e| format!("counter_key: {e}"))?;
-        let cond = condition(&c.increment_condition)?;
         Ok(QuotaByKey {
             quota: Quota::new("quota-by-key", c.quota, start, cond)?,
             key,

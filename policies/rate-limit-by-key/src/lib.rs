@@ -6,12 +6,8 @@
 //! config reference.
 
 use gatehouse_sdk::{export_policy, Completion, Connection, Decision, Expression, Policy, Request};
-use policy_traffic::{condition, key_of, LimitConfig, RateLimit};
+use policy_traffic::{by_key, key_of, one, LimitConfig, RateLimit};
 use serde::Deserialize;
-
-fn one() -> u64 {
-    1
-}
 
 /// The config, as written under `rate-limit-by-key:`.
 #[derive(Deserialize)]
@@ -41,17 +37,12 @@ impl Policy for RateLimitByKey {
     type Config = Config;
 
     fn new(c: Config) -> Result<Self, String> {
-        if c.increment_count == 0 {
-            return Err("increment_count: must be at least 1".into());
-        }
-        if c.increment_count > c.limit.calls {
-            return Err(format!(
-                "increment_count: {} is more than `calls` ({}): no request could pass",
-                c.increment_count, c.limit.calls
-            ));
-        }
-        let key = Expression::compile(&c.counter_key).map_err(|e| format!("counter_key: {e}"))?;
-        let cond = condition(&c.increment_condition)?;
+        let (key, cond) = by_key(
+            &c.counter_key,
+            c.increment_count,
+            &c.increment_condition,
+            Some(c.limit.calls),
+        )?;
         Ok(RateLimitByKey {
             limit: RateLimit::new("rate-limit-by-key", c.limit, cond)?,
             key,
@@ -102,6 +93,16 @@ mod tests {
         assert_eq!(f.code, "policy.rate-limit-by-key.exceeded");
         testkit::set_expression_value("connection.client_ip", Value::Text("10.0.0.2".into()));
         assert!(testkit::on_request(&p, &r).is_continue(), "another key");
+    }
+
+    #[test]
+    fn a_misspelt_key_is_refused() {
+        let e = testkit::build::<RateLimitByKey>(
+            r#"{"calls": 1, "renewal_period": 60, "counter_key": "x", "renewal_perod": 5}"#,
+        )
+        .err()
+        .unwrap();
+        assert!(e.contains("renewal_perod"), "{e}");
     }
 
     #[test]

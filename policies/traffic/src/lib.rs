@@ -83,6 +83,36 @@ pub fn condition(src: &Option<String>) -> Result<Option<Expression>, String> {
         .transpose()
 }
 
+/// The default of `increment_count`.
+pub fn one() -> u64 {
+    1
+}
+
+/// Checks the options every `-by-key` policy has and compiles its
+/// expressions: the key and the optional condition. `most` is the limit an
+/// `increment_count` may not exceed (no request could pass), if any.
+///
+/// # Errors
+///
+/// A message naming the key.
+pub fn by_key(
+    counter_key: &str,
+    increment_count: u64,
+    increment_condition: &Option<String>,
+    most: Option<u64>,
+) -> Result<(Expression, Option<Expression>), String> {
+    if increment_count == 0 {
+        return Err("increment_count: must be at least 1".into());
+    }
+    if let Some(most) = most.filter(|m| increment_count > *m) {
+        return Err(format!(
+            "increment_count: {increment_count} is more than `calls` ({most}): no request could pass"
+        ));
+    }
+    let key = Expression::compile(counter_key).map_err(|e| format!("counter_key: {e}"))?;
+    Ok((key, condition(increment_condition)?))
+}
+
 /// What the completion hook needs of one call: the key, and the units
 /// counted (0 when none were).
 struct Pending {
