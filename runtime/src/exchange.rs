@@ -230,12 +230,23 @@ pub struct Exchange {
     /// Set by a key set that met an unknown `kid` and asked for a refetch
     /// the request may wait for (see [`crate::jose::keyset`]).
     pub refetch: Option<Box<crate::jose::keyset::PendingRefetch>>,
+    /// Counter questions for a remote store, and their answers (see
+    /// [`crate::counters::redis::RemoteCounts`]).
+    pub remote_counts: Option<Box<crate::counters::redis::RemoteCounts>>,
     /// Headers policies asked to add to the response the client is sent
     /// (`host.add-response-header`), appended at the end.
     pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl Exchange {
+    /// Whether the current call stopped at a counter question for a remote
+    /// store: its later writes are ignored, since it is called again.
+    pub fn suspended(&self) -> bool {
+        self.remote_counts
+            .as_ref()
+            .is_some_and(|r| r.pending.is_some())
+    }
+
     /// A fresh exchange for a request head.
     pub fn new(
         request: http::request::Parts,
@@ -253,6 +264,7 @@ impl Exchange {
             started,
             trace: None,
             refetch: None,
+            remote_counts: None,
             response_headers: Vec::new(),
         }
     }

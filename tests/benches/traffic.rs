@@ -63,7 +63,7 @@ fn bench(c: &mut Criterion) {
     };
     let store = rt
         .services()
-        .prepare_counters(&settings, &dir)
+        .prepare_counters(&settings, &dir, &|_| Err("no named values".into()))
         .expect("durable store")
         .expect("a new store");
     rt.services().install_counters(store);

@@ -8,10 +8,12 @@
 //! - [`Client`]: HTTP/1.1 and HTTP/2 clients (plain or TLS).
 
 pub mod bench;
+pub mod child;
 pub mod client;
 pub mod jwt;
 pub mod pki;
 pub mod raw;
+pub mod redis;
 pub mod upstream;
 
 pub use client::{Client, Reply};

@@ -4,71 +4,20 @@
 //! binary run again as `durable_child` (it starts a gateway from the
 //! config named in `GATEHOUSE_DURABLE_CHILD` and prints its address).
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use gatehouse_tests::child::{self, GatewayProcess};
 use gatehouse_tests::{Client, Gw, TempDir};
 
 /// Not a test of its own: the gateway process of
 /// [`a_quota_survives_kill_9`]. Without the variable it does nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn durable_child() {
-    let Ok(yaml) = std::env::var("GATEHOUSE_DURABLE_CHILD") else {
-        return;
-    };
-    let gw = Gw::start(TempDir::new("durable-child"), &yaml).await;
-    println!("ADDR {}", gw.addr("main"));
-    loop {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-    }
+    child::serve_if_asked("GATEHOUSE_DURABLE_CHILD").await;
 }
 
-/// The gateway process, killed (SIGKILL) when dropped: a failed assertion
-/// leaves no process behind.
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_child(yaml: &str) -> (Gateway, SocketAddr) {
-    let exe = std::env::current_exe().expect("the test binary");
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "durable_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("GATEHOUSE_DURABLE_CHILD", yaml)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the gateway process");
-    let out = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(out).lines();
-    let addr = loop {
-        match lines.next() {
-            Some(Ok(l)) => {
-                // libtest prints `test durable_child ... ` first, on the
-                // same line.
-                if let Some((_, a)) = l.split_once("ADDR ") {
-                    break a.trim().parse().expect("an address");
-                }
-            }
-            _ => {
-                let _ = child.kill();
-                panic!("the gateway process ended before printing its address");
-            }
-        }
-    };
-    (Gateway(child), addr)
+fn spawn_child(yaml: &str) -> (GatewayProcess, std::net::SocketAddr) {
+    child::spawn("durable_child", "GATEHOUSE_DURABLE_CHILD", yaml)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -97,8 +46,7 @@ apis:
     }
     // Past flush_ms: the three calls are on disk. Then SIGKILL.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    first.0.kill().expect("kill -9");
-    let _ = first.0.wait();
+    first.kill();
 
     let (second, addr) = spawn_child(&yaml);
     for i in 3..5 {

@@ -78,6 +78,9 @@ pub struct Counters {
     /// `closed` refuses with 503. Default `open`.
     #[serde(default)]
     pub fail_mode: crate::counters::FailMode,
+    /// The server of the `redis` backend.
+    #[serde(default)]
+    pub redis: Option<RedisCounters>,
 }
 
 impl Default for Counters {
@@ -88,6 +91,7 @@ impl Default for Counters {
             flush_ms: default_flush_ms(),
             max_keys: default_max_keys(),
             fail_mode: Default::default(),
+            redis: None,
         }
     }
 }
@@ -109,6 +113,55 @@ pub enum CounterBackend {
     Memory,
     /// In memory, written to a file every `flush_ms`, loaded at start.
     Durable,
+    /// In a Redis server shared by any number of gateways (`redis:`).
+    Redis,
+}
+
+/// `counters.redis`: the Redis server of the `redis` backend.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisCounters {
+    /// `redis://host:port/db` or `rediss://…` (TLS).
+    pub url: String,
+    /// ACL user (`AUTH username password`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The password, or `{{ref:name}}` of a named value.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// How long a request waits for Redis, in milliseconds (1..=10000).
+    /// Default 100.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How long a connection attempt may take, in milliseconds
+    /// (10..=60000). Default 1000.
+    #[serde(default = "default_redis_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Put before every key. Default `gatehouse:`.
+    #[serde(default = "default_redis_key_prefix")]
+    pub key_prefix: String,
+    /// PEM file of the CAs that sign the server's certificate (`rediss://`;
+    /// default the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain the gateway presents (mutual TLS).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+fn default_redis_timeout_ms() -> u64 {
+    100
+}
+
+fn default_redis_connect_timeout_ms() -> u64 {
+    1000
+}
+
+fn default_redis_key_prefix() -> String {
+    "gatehouse:".into()
 }
 
 /// The admin listener. It never shares a socket with a public listener.

@@ -13,6 +13,7 @@
 
 pub mod durable;
 pub mod memory;
+pub mod redis;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

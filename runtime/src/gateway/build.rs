@@ -308,12 +308,20 @@ pub fn build(
     } else if errors.is_empty() {
         // Last, so that a config refused for another reason never opens a
         // counter file; `check` opens none.
+        let named_value = |name: &str| named.get(name).map(str::to_string);
         let prepared = if ctx.check_only {
-            crate::policy::host::services::check_counters(&config.counters).map(|()| None)
+            crate::policy::host::services::check_counters_in(
+                &config.counters,
+                &source.base_dir,
+                &named_value,
+            )
+            .map(|()| None)
         } else {
-            ctx.runtime
-                .services()
-                .prepare_counters(&config.counters, &source.base_dir)
+            ctx.runtime.services().prepare_counters(
+                &config.counters,
+                &source.base_dir,
+                &named_value,
+            )
         };
         match prepared {
             Ok(store) => counters = store,

@@ -10,7 +10,7 @@ use wasmtime::component::{InstancePre, Resource, ResourceAny};
 use wasmtime::{Store, Trap};
 
 use super::bindings::{self, Decision, Phases};
-use super::host::{Exchange, HostState};
+use super::host::{CallPhase, Exchange, HostState};
 use super::{ticks, PolicyRuntime};
 use crate::config::Secrets;
 use crate::observe::metrics::{CallOutcome, PolicyCallMetrics};
@@ -451,7 +451,7 @@ impl PolicyPool {
         ex: Box<Exchange>,
         scope: &Arc<str>,
     ) -> (Box<Exchange>, Result<Decision, PolicyError>) {
-        self.call(ex, scope, |inst| {
+        self.call(ex, scope, CallPhase::Request, |inst| {
             let guest = inst.handler.policy();
             guest.call_on_request(
                 &mut inst.store,
@@ -468,7 +468,7 @@ impl PolicyPool {
         ex: Box<Exchange>,
         scope: &Arc<str>,
     ) -> (Box<Exchange>, Result<Decision, PolicyError>) {
-        self.call(ex, scope, |inst| {
+        self.call(ex, scope, CallPhase::Response, |inst| {
             let guest = inst.handler.policy();
             guest.call_on_response(
                 &mut inst.store,
@@ -489,7 +489,7 @@ impl PolicyPool {
         info: &bindings::CompletionInfo,
     ) -> Box<Exchange> {
         let started = Instant::now();
-        let (ex, r) = self.call(ex, scope, |inst| {
+        let (ex, r) = self.call(ex, scope, CallPhase::Completion, |inst| {
             let Some(c) = &inst.completion else {
                 return Ok(Decision::Continue(Vec::new()));
             };
@@ -527,6 +527,7 @@ impl PolicyPool {
         &self,
         ex: Box<Exchange>,
         scope: &Arc<str>,
+        phase: CallPhase,
         f: impl FnOnce(&mut Instance) -> wasmtime::Result<Decision>,
     ) -> (Box<Exchange>, Result<Decision, PolicyError>) {
         let mut inst = match self.checkout() {
@@ -538,6 +539,7 @@ impl PolicyPool {
         };
         let data = inst.store.data_mut();
         data.exchange = Some(ex);
+        data.phase = phase;
         if !Arc::ptr_eq(&data.scope, scope) {
             data.scope = scope.clone();
         }

@@ -89,6 +89,25 @@ pub fn run_from(
         let ended = Instant::now();
         let took = ended.duration_since(started);
         started = ended;
+        // The call stopped at a question for a remote counter store: its
+        // decision is dropped and the pipeline calls this step again once
+        // the answer is in.
+        if let Some(p) = ex.remote_counts.as_mut().and_then(|r| r.pending.as_mut()) {
+            if section == Section::Inbound && result.is_ok() {
+                p.step = index;
+                p.completion_len = completion_len;
+                let f = Fault::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "policy.counters-unavailable",
+                    "Counters unavailable",
+                    "a counter question was not answered",
+                );
+                return Outcome::Fault(ex, f);
+            }
+            if let Some(r) = ex.remote_counts.as_mut() {
+                r.pending = None;
+            }
+        }
         pool.record(&result, took);
         if let Some(r) = ex.refetch.as_mut() {
             if section == Section::Inbound && matches!(result, Ok(Decision::Deny(_))) {

@@ -373,6 +373,33 @@ async fn process(
             Outcome::Continue(ex) => break ex,
             Outcome::Respond(ex, r) => return (ex, r, None),
             Outcome::Fault(mut back, f) => {
+                // A policy asked a remote counter store: send the
+                // question, await the answer here (bounded by the store's
+                // timeout), and call that step again.
+                if let Some(p) = back.remote_counts.as_mut().and_then(|r| r.pending.take()) {
+                    flight.parked = Some(back);
+                    let waited = Instant::now();
+                    let u = p.store.call(&p.key, p.limit, p.window, p.op).await;
+                    let Some(mut back) = flight.parked.take() else {
+                        return unreachable_parked(flight);
+                    };
+                    back.trace("counters", || {
+                        json!({
+                            "store": "redis",
+                            "waited_us": waited.elapsed().as_micros() as u64,
+                            "admitted": u.admitted,
+                            "unavailable": &u.unavailable,
+                        })
+                    });
+                    if let Some(rc) = back.remote_counts.as_mut() {
+                        rc.round_trips += 1;
+                        rc.answers.push((p.key, p.op, u));
+                    }
+                    flight.completion_steps.truncate(p.completion_len);
+                    from = p.step;
+                    ex = back;
+                    continue;
+                }
                 let pending = back.refetch.take();
                 let Some(p) = pending.filter(|p| !retried && p.step != usize::MAX) else {
                     return fail(chain, back, f, flight);

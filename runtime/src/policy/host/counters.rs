@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use wasmtime::component::Resource;
 
 use super::markers::CounterHandle;
-use super::HostState;
+use super::{CallPhase, HostState};
+use crate::counters::redis::{Pending, RedisStore, MAX_ROUND_TRIPS};
 use crate::counters::{now_ms, Op, Usage as StoreUsage, Window as StoreWindow};
 use crate::policy::bindings::gatehouse::policy::counters::{Host, HostCounter, Usage, Window};
 
@@ -63,11 +64,88 @@ impl HostState {
         );
         let (limit, window) = (c.limit, c.window);
         let store = self.services.counters.load();
-        let u = store.store.apply(&full, limit, window, op, now_ms());
+        let u = match &store.remote {
+            None => store.store.apply(&full, limit, window, op, now_ms()),
+            Some(remote) => self.count_remote(remote, full, limit, window, op),
+        };
         if u.unavailable.is_some() {
             self.services.metrics.counters_unavailable.inc();
         }
         usage(u)
+    }
+
+    /// An operation on the remote store (see
+    /// [`crate::counters::redis::RemoteCounts`]): in the request phase, the
+    /// answer a round trip brought, or a placeholder that suspends the
+    /// call; releases, and anything at completion, are sent without
+    /// waiting; in the response phase, nothing can be awaited, so the
+    /// fail mode answers.
+    fn count_remote(
+        &mut self,
+        remote: &std::sync::Arc<RedisStore>,
+        key: String,
+        limit: u64,
+        window: StoreWindow,
+        op: Op,
+    ) -> StoreUsage {
+        let sent = |remote: &RedisStore| {
+            if remote.send(&key, limit, window, op) {
+                StoreUsage {
+                    admitted: true,
+                    limit,
+                    ..StoreUsage::default()
+                }
+            } else {
+                remote.unavailable(limit, "redis: the operation queue is full".into())
+            }
+        };
+        if matches!(op, Op::Release { .. }) || self.phase == CallPhase::Completion {
+            return sent(remote);
+        }
+        if self.phase == CallPhase::Response {
+            return remote.unavailable(
+                limit,
+                "a redis counter answers in on-request and counts in on-complete, not in on-response".into(),
+            );
+        }
+        let Some(ex) = self.exchange.as_deref_mut() else {
+            return remote.unavailable(limit, "counters count only during a request".into());
+        };
+        let rc = ex.remote_counts.get_or_insert_with(Default::default);
+        if let Some(u) = rc.take_answer(&key, op) {
+            return u;
+        }
+        if rc.pending.is_some() {
+            // A second question in a suspended call: asked for real when
+            // the step runs again.
+            return placeholder(limit);
+        }
+        if rc.round_trips >= MAX_ROUND_TRIPS {
+            return remote.unavailable(
+                limit,
+                format!("a request may make at most {MAX_ROUND_TRIPS} counter round trips"),
+            );
+        }
+        rc.pending = Some(Pending {
+            store: remote.clone(),
+            key,
+            limit,
+            window,
+            op,
+            step: usize::MAX,
+            completion_len: 0,
+        });
+        placeholder(limit)
+    }
+}
+
+/// What a suspended call is told (never acted on: its decision is dropped
+/// and its later writes ignored).
+fn placeholder(limit: u64) -> StoreUsage {
+    StoreUsage {
+        admitted: true,
+        limit,
+        ..StoreUsage::default()
     }
 }
 

@@ -7,6 +7,10 @@ use crate::policy::bindings::gatehouse::policy::host::{Host, LogLevel};
 
 impl Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) {
+        // A call suspended at a remote counter question runs again.
+        if self.exchange.as_deref().is_some_and(|e| e.suspended()) {
+            return;
+        }
         let message = self.secrets.redact(&crate::policy::limits::truncate(
             message,
             crate::policy::limits::MAX_LOG_MESSAGE,
@@ -86,6 +90,10 @@ impl Host for HostState {
         let Some(ex) = self.exchange.as_deref_mut() else {
             return;
         };
+        // A call suspended at a remote counter question runs again.
+        if ex.suspended() {
+            return;
+        }
         if ex.response_headers.len() >= MAX_RESPONSE_HEADERS {
             self.over(|| format!("more than {MAX_RESPONSE_HEADERS} added response headers"));
             return;

@@ -63,6 +63,21 @@ pub struct HostState {
     pub jose: jose::JoseHandles,
     /// Counters opened by this instance (`counters`).
     pub counters: jose::Slots<counters::Counter>,
+    /// Which hook is being called: a remote counter store answers a
+    /// request-phase call by suspending it (see [`counters`]).
+    pub phase: CallPhase,
+}
+
+/// The hook a call is in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CallPhase {
+    /// `on-request`, or the constructor.
+    #[default]
+    Request,
+    /// `on-response` (outbound and on-error chains).
+    Response,
+    /// `on-complete`.
+    Completion,
 }
 
 /// A host function found the call past its deadline: the call is reported
@@ -100,6 +115,7 @@ impl HostState {
             over_limit: None,
             call_deadline: None,
             declared_reads_client_cert: false,
+            phase: CallPhase::Request,
             issuers: Vec::new(),
             jose: jose::JoseHandles::default(),
             counters: jose::Slots::default(),

@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Counters;
 use crate::counters::memory::MemoryStore;
+use crate::counters::redis::RedisStore;
 use crate::observe::metrics::Metrics;
 
 /// Process-wide services offered to policies.
@@ -39,6 +40,9 @@ pub struct CounterStore {
     pub store: Arc<MemoryStore>,
     /// The writer of a `durable` store.
     pub durable: Option<crate::counters::durable::Durable>,
+    /// The `redis` store: when set, every operation goes there, not to
+    /// `store`.
+    pub remote: Option<Arc<RedisStore>>,
 }
 
 impl CounterStore {
@@ -47,6 +51,7 @@ impl CounterStore {
             store: MemoryStore::new(settings.max_keys, settings.fail_mode),
             settings,
             durable: None,
+            remote: None,
         }
     }
 }
@@ -72,12 +77,10 @@ impl HostServices {
         &self,
         settings: &Counters,
         base_dir: &std::path::Path,
+        named_value: &dyn Fn(&str) -> Result<String, String>,
     ) -> Result<Option<CounterStore>, String> {
         use crate::config::CounterBackend;
-        let mut settings = settings.clone();
-        if let Some(p) = &settings.path {
-            settings.path = Some(base_dir.join(p));
-        }
+        let settings = resolved(settings, base_dir);
         let current = self.counters.load();
         if current.settings == settings {
             return Ok(None);
@@ -108,7 +111,18 @@ impl HostServices {
                     store,
                     settings,
                     durable: Some(durable),
+                    remote: None,
                 }))
+            }
+            CounterBackend::Redis => {
+                let Some(r) = &settings.redis else {
+                    return Err("redis: the redis backend needs `redis: {url: …}`".into());
+                };
+                let remote = RedisStore::open(&redis_settings(r, settings.fail_mode, named_value)?)
+                    .map_err(|e| format!("redis.{e}"))?;
+                let mut store = CounterStore::memory(settings);
+                store.remote = Some(remote);
+                Ok(Some(store))
             }
         }
     }
@@ -127,6 +141,44 @@ impl HostServices {
     }
 }
 
+/// `settings` with its file paths relative to `base_dir`.
+fn resolved(settings: &Counters, base_dir: &std::path::Path) -> Counters {
+    let mut settings = settings.clone();
+    if let Some(p) = &settings.path {
+        settings.path = Some(base_dir.join(p));
+    }
+    if let Some(r) = settings.redis.as_mut() {
+        for f in [&mut r.ca_file, &mut r.cert_file, &mut r.key_file] {
+            if let Some(p) = f.as_mut() {
+                *p = base_dir.join(&*p);
+            }
+        }
+    }
+    settings
+}
+
+/// What `gatehouse check` checks of a `counters:` section: everything
+/// [`HostServices::prepare_counters`] does, short of opening the store
+/// (a running gateway holds the durable file; Redis is not called). The
+/// Redis TLS files and password reference are read.
+///
+/// # Errors
+///
+/// `key: message`, the key under `counters`.
+pub fn check_counters_in(
+    settings: &Counters,
+    base_dir: &std::path::Path,
+    named_value: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<(), String> {
+    let settings = resolved(settings, base_dir);
+    check_counters(&settings)?;
+    if let (crate::config::CounterBackend::Redis, Some(r)) = (settings.backend, &settings.redis) {
+        let s = redis_settings(r, settings.fail_mode, named_value)?;
+        crate::counters::redis::check(&s).map_err(|e| format!("redis.{e}"))?;
+    }
+    Ok(())
+}
+
 /// The checks of a `counters:` section that need no file.
 ///
 /// # Errors
@@ -141,12 +193,96 @@ pub fn check_counters(settings: &Counters) -> Result<(), String> {
         ));
     }
     match (settings.backend, &settings.path) {
-        (CounterBackend::Memory, Some(_)) => {
-            Err("path: only the durable backend has a file".into())
+        (CounterBackend::Memory | CounterBackend::Redis, Some(_)) => {
+            return Err("path: only the durable backend has a file".into());
         }
         (CounterBackend::Durable, None) => {
-            Err("path: the durable backend needs a file (e.g. `path: counters.redb`)".into())
+            return Err(
+                "path: the durable backend needs a file (e.g. `path: counters.redb`)".into(),
+            );
+        }
+        _ => {}
+    }
+    match (settings.backend, &settings.redis) {
+        (CounterBackend::Redis, None) => {
+            Err("redis: the redis backend needs `redis: {url: redis://127.0.0.1:6379}`".into())
+        }
+        (CounterBackend::Memory | CounterBackend::Durable, Some(_)) => {
+            Err("redis: only the redis backend has a server".into())
+        }
+        (_, Some(r)) => {
+            if !(1..=10_000).contains(&r.timeout_ms) {
+                return Err(format!(
+                    "redis.timeout_ms: {} is outside 1..=10000",
+                    r.timeout_ms
+                ));
+            }
+            if !(10..=60_000).contains(&r.connect_timeout_ms) {
+                return Err(format!(
+                    "redis.connect_timeout_ms: {} is outside 10..=60000",
+                    r.connect_timeout_ms
+                ));
+            }
+            if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+                return Err(format!(
+                    "redis.url: `{}` is not a redis:// or rediss:// URL",
+                    crate::counters::redis::redact_url(&r.url)
+                ));
+            }
+            if r.cert_file.is_some() != r.key_file.is_some() {
+                return Err("redis.cert_file: cert_file and key_file go together".into());
+            }
+            Ok(())
         }
         _ => Ok(()),
     }
+}
+
+/// The Redis store's settings from the config's: files read, the
+/// password's `{{ref:name}}` resolved.
+fn redis_settings(
+    r: &crate::config::RedisCounters,
+    fail_mode: crate::counters::FailMode,
+    named_value: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<crate::counters::redis::Settings, String> {
+    let read = |key: &str, p: &Option<std::path::PathBuf>| -> Result<Option<Vec<u8>>, String> {
+        match p {
+            None => Ok(None),
+            Some(p) => std::fs::read(p)
+                .map(Some)
+                .map_err(|e| format!("redis.{key}: cannot read {}: {e}", p.display())),
+        }
+    };
+    let password = match r.password.as_deref() {
+        None => None,
+        Some(p) => match p
+            .trim()
+            .strip_prefix("{{ref:")
+            .and_then(|s| s.strip_suffix("}}"))
+        {
+            Some(name) => {
+                Some(named_value(name.trim()).map_err(|e| format!("redis.password: {e}"))?)
+            }
+            None => Some(p.to_string()),
+        },
+    };
+    let ca_pem = read("ca_file", &r.ca_file)?;
+    let client_cert = match (
+        read("cert_file", &r.cert_file)?,
+        read("key_file", &r.key_file)?,
+    ) {
+        (Some(c), Some(k)) => Some((c, k)),
+        _ => None,
+    };
+    Ok(crate::counters::redis::Settings {
+        url: r.url.clone(),
+        username: r.username.clone(),
+        password,
+        timeout: std::time::Duration::from_millis(r.timeout_ms),
+        connect_timeout: std::time::Duration::from_millis(r.connect_timeout_ms),
+        key_prefix: r.key_prefix.clone(),
+        ca_pem,
+        client_cert,
+        fail_mode,
+    })
 }

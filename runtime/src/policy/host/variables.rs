@@ -16,6 +16,10 @@ impl Host for HostState {
         let Some(e) = self.exchange.as_deref_mut() else {
             return;
         };
+        // A call suspended at a remote counter question runs again.
+        if e.suspended() {
+            return;
+        }
         // Variables live in host memory, outside the policy's memory cap:
         // bound them. Over a bound, the request fails with policy.limit.
         let why = if name.len() > MAX_VARIABLE_NAME {
@@ -48,7 +52,7 @@ impl Host for HostState {
     }
 
     fn remove(&mut self, name: String) {
-        if let Some(e) = self.exchange.as_deref_mut() {
+        if let Some(e) = self.exchange.as_deref_mut().filter(|e| !e.suspended()) {
             e.vars.remove(&name);
         }
     }
