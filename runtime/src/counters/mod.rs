@@ -1,9 +1,12 @@
 //! Counters for rate limits and quotas, kept by the host (the `counters`
 //! interface, contract 0.1.4).
 //!
-//! The store is chosen by the config's `counters:` section; today the
-//! `memory` backend ([`memory`]): sharded maps (no lock shared by all
-//! requests), a cap on keys, expired windows swept in the background.
+//! The store is chosen by the config's `counters:` section: `memory`
+//! ([`memory`]: sharded maps, no lock shared by all requests, a cap on
+//! keys, expired windows swept in the background), `durable` ([`durable`]:
+//! the same, written to a redb file every `flush_ms`), or `redis`
+//! ([`redis`]: one Lua script round trip per question, shared by every
+//! gateway on the server).
 //!
 //! Windows: a sliding window of `S` seconds keeps its count in 60 buckets
 //! (of `ceil(S/60)` seconds, at least 1) and counts every bucket that
