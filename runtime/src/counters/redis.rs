@@ -15,18 +15,15 @@
 //! braces are a Redis Cluster hash tag, and every script touches one key,
 //! so a cluster serves it as a single server does.
 //!
-//! No worker thread ever waits for Redis: the connection lives on a thread
-//! of its own (`gatehouse-redis`, a current-thread runtime holding the
-//! `redis` crate's `ConnectionManager`, which reconnects by itself).
-//! Workers hand it operations over a bounded channel and await the answer
-//! as any other I/O, each bounded by `timeout_ms`; see
-//! [`crate::proxy::pipeline`] for how a policy call is suspended until then.
+//! No worker thread ever waits for Redis: each worker has its own
+//! connection (the `redis` crate's `ConnectionManager`: multiplexed,
+//! reconnecting by itself) driven by its own runtime, and a request awaits
+//! its answer as any other I/O, bounded by `timeout_ms`; see
+//! [`RemoteCounts`] for how a policy call is suspended until then.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::sync::{mpsc, oneshot};
 
 use super::{FailMode, Op, Usage, Window};
 
@@ -173,27 +170,28 @@ pub struct Settings {
     pub fail_mode: FailMode,
 }
 
-/// One operation handed to the connection thread.
-struct Job {
-    key: String,
-    limit: u64,
-    window: Window,
-    op: Op,
-    reply: Option<oneshot::Sender<Result<Usage, String>>>,
-}
-
-/// The most operations waiting for the connection thread; past it an
-/// operation is answered "unavailable" at once.
-const QUEUE: usize = 16_384;
-
 /// A store in Redis.
+///
+/// Each worker thread has its own connection to it (a `ConnectionManager`
+/// made on first use on that thread's runtime, kept in a thread-local
+/// table), so a request's round trip never leaves its worker: no hand-off
+/// between threads, and no lock shared by the workers.
 pub struct RedisStore {
-    tx: mpsc::Sender<Job>,
+    client: redis::Client,
+    config: redis::aio::ConnectionManagerConfig,
+    script: redis::Script,
+    /// Tells this store's connections apart in the thread-local tables.
+    id: u64,
+    /// Dropped with the store: a table entry whose token is gone belongs
+    /// to a replaced store and is dropped (closing its connection) at
+    /// that thread's next look-up.
+    alive: Arc<()>,
     timeout: Duration,
     fail_mode: FailMode,
     prefix: String,
-    /// Round trips made (operations sent to Redis), for the metrics.
-    pub calls: Arc<AtomicU64>,
+    /// Failures of operations nobody waits for, logged at most once a
+    /// second.
+    lost: ErrorLog,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -205,50 +203,62 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+type Connections = Vec<(u64, std::sync::Weak<()>, redis::aio::ConnectionManager)>;
+
+thread_local! {
+    /// This thread's connections, one per live store.
+    static CONNECTIONS: std::cell::RefCell<Connections> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 impl RedisStore {
-    /// Makes the client (checking the URL and TLS material) and starts its
-    /// connection thread; the first connection is made on first use, so a
-    /// Redis that is down at start is a fail-mode outcome, not a start
-    /// failure.
+    /// Makes the client (checking the URL and TLS material). Connections
+    /// are made on first use, so a Redis that is down at start is a
+    /// fail-mode outcome, not a start failure.
     ///
     /// # Errors
     ///
     /// `key: message`, the key under `counters.redis`.
     pub fn open(s: &Settings) -> Result<Arc<RedisStore>, String> {
         let client = client(s)?;
-        let (tx, rx) = mpsc::channel::<Job>(QUEUE);
-        let calls = Arc::new(AtomicU64::new(0));
-        let cfg = redis::aio::ConnectionManagerConfig::new()
+        let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(s.connect_timeout))
             // Past the requests' own timeout, so that they report theirs;
             // it ends the operations nobody waits for.
             .set_response_timeout(Some(s.timeout * 2 + Duration::from_millis(100)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
-        let thread_calls = calls.clone();
-        std::thread::Builder::new()
-            .name("gatehouse-redis".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!("cannot start the Redis connection thread: {e}");
-                        return;
-                    }
-                };
-                rt.block_on(serve(client, cfg, rx, thread_calls));
-            })
-            .map_err(|e| format!("url: cannot start the connection thread: {e}"))?;
         Ok(Arc::new(RedisStore {
-            tx,
+            client,
+            config,
+            script: redis::Script::new(SCRIPT),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            alive: Arc::new(()),
             timeout: s.timeout,
             fail_mode: s.fail_mode,
             prefix: s.key_prefix.clone(),
-            calls,
+            lost: ErrorLog::default(),
         }))
+    }
+
+    /// This thread's connection (made now if it has none). Must run on a
+    /// tokio runtime: the connection's tasks are spawned on it.
+    fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
+        CONNECTIONS.with(|c| {
+            let mut c = c.borrow_mut();
+            if let Some((_, _, m)) = c.iter().find(|(id, _, _)| *id == self.id) {
+                return Ok(m.clone());
+            }
+            c.retain(|(_, alive, _)| alive.strong_count() > 0);
+            let m = redis::aio::ConnectionManager::new_lazy_with_config(
+                self.client.clone(),
+                self.config.clone(),
+            )
+            .map_err(|e| format!("redis: {e}"))?;
+            c.push((self.id, Arc::downgrade(&self.alive), m.clone()));
+            Ok(m)
+        })
     }
 
     /// The store's key for a counter key.
@@ -281,21 +291,19 @@ impl RedisStore {
     /// Runs an operation and waits for its answer, at most `timeout`;
     /// whatever goes wrong is an "unavailable" usage under the fail mode.
     pub async fn call(&self, key: &str, limit: u64, window: Window, op: Op) -> Usage {
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            key: self.key(key),
-            limit,
-            window,
-            op,
-            reply: Some(reply),
+        let mut conn = match self.connection() {
+            Ok(c) => c,
+            Err(e) => return self.unavailable(limit, e),
         };
-        if let Err(e) = self.tx.try_send(job) {
-            return self.unavailable(limit, queue_error(&e));
-        }
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(Ok(u))) => u,
-            Ok(Ok(Err(e))) => self.unavailable(limit, format!("redis: {e}")),
-            Ok(Err(_)) => self.unavailable(limit, "redis: the connection thread ended".into()),
+        let key = self.key(key);
+        match tokio::time::timeout(
+            self.timeout,
+            run(&mut conn, &self.script, &key, limit, window, op),
+        )
+        .await
+        {
+            Ok(Ok(u)) => u,
+            Ok(Err(e)) => self.unavailable(limit, format!("redis: {e}")),
             Err(_) => self.unavailable(
                 limit,
                 format!("redis: no answer within {} ms", self.timeout.as_millis()),
@@ -304,18 +312,34 @@ impl RedisStore {
     }
 
     /// Sends an operation whose answer nobody waits for (a release or an
-    /// addition at completion). Returns `false` when it could not even be
-    /// queued.
-    pub fn send(&self, key: &str, limit: u64, window: Window, op: Op) -> bool {
-        self.tx
-            .try_send(Job {
-                key: self.key(key),
-                limit,
-                window,
-                op,
-                reply: None,
-            })
-            .is_ok()
+    /// addition at completion), as a task on this thread's runtime.
+    /// Returns `false` when there is no runtime or no connection.
+    pub fn send(self: &Arc<Self>, key: &str, limit: u64, window: Window, op: Op) -> bool {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let mut conn = match self.connection() {
+            Ok(c) => c,
+            Err(e) => {
+                self.lost.log(&e);
+                return false;
+            }
+        };
+        let key = self.key(key);
+        let this = self.clone();
+        rt.spawn(async move {
+            let r = tokio::time::timeout(
+                this.timeout * 2,
+                run(&mut conn, &this.script, &key, limit, window, op),
+            )
+            .await;
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => this.lost.log(&format!("redis: {e}")),
+                Err(_) => this.lost.log("redis: no answer"),
+            }
+        });
+        true
     }
 }
 
@@ -327,15 +351,6 @@ impl RedisStore {
 /// `key: message`, the key under `counters.redis`.
 pub fn check(s: &Settings) -> Result<(), String> {
     client(s).map(|_| ())
-}
-
-fn queue_error<T>(e: &mpsc::error::TrySendError<T>) -> String {
-    match e {
-        mpsc::error::TrySendError::Full(_) => {
-            format!("redis: {QUEUE} operations already wait for the server")
-        }
-        mpsc::error::TrySendError::Closed(_) => "redis: the connection thread ended".into(),
-    }
 }
 
 fn client(s: &Settings) -> Result<redis::Client, String> {
@@ -373,44 +388,6 @@ fn client(s: &Settings) -> Result<redis::Client, String> {
     redis::Client::build_with_tls(info, certs).map_err(|e| format!("url: {e}"))
 }
 
-/// The connection thread: one task per operation, all multiplexed on the
-/// manager's connection.
-async fn serve(
-    client: redis::Client,
-    cfg: redis::aio::ConnectionManagerConfig,
-    mut rx: mpsc::Receiver<Job>,
-    calls: Arc<AtomicU64>,
-) {
-    let manager = match redis::aio::ConnectionManager::new_lazy_with_config(client, cfg) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!("cannot make the Redis connection manager: {e}");
-            return;
-        }
-    };
-    let script = Arc::new(redis::Script::new(SCRIPT));
-    let errors = Arc::new(ErrorLog::default());
-    while let Some(job) = rx.recv().await {
-        let mut conn = manager.clone();
-        let script = script.clone();
-        let errors = errors.clone();
-        calls.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            let r = run(&mut conn, &script, &job).await;
-            match (r, job.reply) {
-                (Ok(u), Some(reply)) => {
-                    let _ = reply.send(Ok(u));
-                }
-                (Err(e), Some(reply)) => {
-                    let _ = reply.send(Err(e));
-                }
-                (Ok(_), None) => {}
-                (Err(e), None) => errors.log(&e),
-            }
-        });
-    }
-}
-
 /// Logs failures of operations nobody waits for, at most once a second.
 #[derive(Default)]
 struct ErrorLog(std::sync::Mutex<Option<std::time::Instant>>);
@@ -420,7 +397,7 @@ impl ErrorLog {
         let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             *last = Some(std::time::Instant::now());
-            tracing::warn!("a counter update (release or completion count) was lost: redis: {e}");
+            tracing::warn!("a counter update (release or completion count) was lost: {e}");
         }
     }
 }
@@ -428,9 +405,12 @@ impl ErrorLog {
 async fn run(
     conn: &mut redis::aio::ConnectionManager,
     script: &redis::Script,
-    job: &Job,
+    key: &str,
+    limit: u64,
+    window: Window,
+    op: Op,
 ) -> Result<Usage, String> {
-    let (op, amount, reservation) = match job.op {
+    let (op, amount, reservation) = match op {
         Op::Acquire(n) => ("a", n, 0),
         Op::Add(n) => ("d", n, 0),
         Op::Peek => ("p", 0, 0),
@@ -439,14 +419,14 @@ async fn run(
             amount,
         } => ("r", amount, reservation as i64),
     };
-    let (kind, seconds, start) = match job.window {
+    let (kind, seconds, start) = match window {
         Window::Sliding(s) => ("s", s, 0),
         Window::Periods { seconds, start } => ("p", seconds, start),
     };
-    let mut inv = script.key(&job.key);
+    let mut inv = script.key(key);
     inv.arg(op)
         .arg(amount)
-        .arg(job.limit)
+        .arg(limit)
         .arg(kind)
         .arg(seconds)
         .arg(start)
@@ -456,7 +436,7 @@ async fn run(
     Ok(Usage {
         admitted: admitted == 1,
         used: used.max(0) as u64,
-        limit: job.limit,
+        limit,
         retry_after_seconds: if retry < 0 {
             u32::MAX
         } else {

@@ -88,7 +88,7 @@ impl HostState {
         window: StoreWindow,
         op: Op,
     ) -> StoreUsage {
-        let sent = |remote: &RedisStore| {
+        let sent = |remote: &std::sync::Arc<RedisStore>| {
             if remote.send(&key, limit, window, op) {
                 StoreUsage {
                     admitted: true,
@@ -96,7 +96,7 @@ impl HostState {
                     ..StoreUsage::default()
                 }
             } else {
-                remote.unavailable(limit, "redis: the operation queue is full".into())
+                remote.unavailable(limit, "redis: no connection on this thread".into())
             }
         };
         if matches!(op, Op::Release { .. }) || self.phase == CallPhase::Completion {
