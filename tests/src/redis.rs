@@ -154,7 +154,8 @@ impl RedisServer {
     }
 
     /// Runs a command; its reply as raw RESP text (a bulk reply's whole
-    /// text), `None` when the server cannot be reached.
+    /// text, an array of bulk strings one per line), `None` when the
+    /// server cannot be reached.
     pub fn try_command(&self, args: &[&str]) -> Option<String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
@@ -169,6 +170,21 @@ impl RedisServer {
         let mut line = String::new();
         r.read_line(&mut line).ok()?;
         let line = line.trim_end().to_string();
+        if let Some(n) = line.strip_prefix('*') {
+            // An array of bulk strings: the items, one per line.
+            let n: usize = n.parse().ok()?;
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                let mut head = String::new();
+                r.read_line(&mut head).ok()?;
+                let len: usize = head.trim_end().strip_prefix('$')?.parse().ok()?;
+                let mut buf = vec![0; len + 2];
+                r.read_exact(&mut buf).ok()?;
+                buf.truncate(len);
+                items.push(String::from_utf8(buf).ok()?);
+            }
+            return Some(items.join("\n"));
+        }
         if let Some(n) = line.strip_prefix('$') {
             let n: i64 = n.parse().ok()?;
             if n < 0 {

@@ -91,3 +91,48 @@ counters: {{backend: durable, path: "{}"}}
     assert!(errors.is_empty(), "{errors:?}");
     assert!(!file.exists(), "check must not create the counter file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_requests_against_fifty_admit_exactly_fifty_in_the_durable_store() {
+    let dir = TempDir::new("durable-exact");
+    let file = dir.path().join("counters.redb");
+    let yaml = format!(
+        r#"
+listeners: [{{name: main, address: "127.0.0.1:0"}}]
+upstreams: {{echo: {{url: "builtin:echo"}}}}
+counters: {{backend: durable, path: "{}"}}
+apis:
+  - name: limited
+    path: /limited
+    upstream: echo
+    policies:
+      inbound:
+        - rate-limit-by-key:
+            calls: 50
+            renewal_period: 300
+            counter_key: "request.headers['x-client']"
+"#,
+        file.display()
+    );
+    let gw = Gw::start(dir, &yaml).await;
+    let addr = gw.addr("main");
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            tokio::spawn(async move {
+                Client::plain(addr)
+                    .get("/limited", &[("x-client", "a")])
+                    .await
+                    .status
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("request task"));
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 50);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 150);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(gw);
+}

@@ -405,6 +405,77 @@ async fn mutual_tls_to_redis_with_the_configured_ca_and_certificate() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn windows_slide_and_periods_never_renew_in_redis() {
+    let redis = RedisServer::start(None);
+    let yaml = format!(
+        r#"
+listeners: [{{name: main, address: "127.0.0.1:0"}}]
+upstreams: {{echo: {{url: "builtin:echo"}}}}
+counters: {{backend: redis, redis: {{url: "{}"}}}}
+apis:
+  - name: short
+    path: /short
+    upstream: echo
+    policies:
+      inbound:
+        - rate-limit: {{calls: 3, renewal_period: 2}}
+  - name: forever
+    path: /forever
+    upstream: echo
+    policies:
+      inbound:
+        - quota: {{calls: 2, renewal_period: 0}}
+"#,
+        redis.url()
+    );
+    let gw = Gw::start(TempDir::new("redis-windows"), &yaml).await;
+    let addr = gw.addr("main");
+    let get = |path: &'static str| async move { Client::plain(addr).get(path, &[]).await };
+    for _ in 0..3 {
+        assert_eq!(get("/short").await.status, 200);
+    }
+    let r = get("/short").await;
+    r.assert_fault(429, "policy.rate-limit.exceeded");
+    let retry: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After seconds");
+    assert!((1..=3).contains(&retry), "retry after {retry} s");
+    // Past the window (1 s buckets, forgotten at most one bucket late).
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(get("/short").await.status, 200, "the window slid");
+
+    for _ in 0..2 {
+        assert_eq!(get("/forever").await.status, 200);
+    }
+    let r = get("/forever").await;
+    r.assert_fault(403, "policy.quota.exceeded");
+    assert!(
+        r.header("retry-after").is_none(),
+        "a quota that never renews"
+    );
+    // The period never ends: its key has no expiry; the sliding window's
+    // expires with the window (at most 2 s and one bucket from now).
+    let keys = redis.command(&["KEYS", "gatehouse:*"]);
+    let keys: Vec<&str> = keys.lines().collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for k in keys {
+        let ttl: i64 = redis
+            .command(&["PTTL", k])
+            .trim_start_matches(':')
+            .parse()
+            .expect("PTTL");
+        if k.contains("\u{1f}api:forever\u{1f}") {
+            assert_eq!(ttl, -1, "{k:?} never expires");
+        } else {
+            assert!((1..=3000).contains(&ttl), "{k:?} expires in {ttl} ms");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(gw);
+}
+
 #[tokio::test]
 async fn redis_settings_are_checked() {
     let dir = TempDir::new("redis-errors");
