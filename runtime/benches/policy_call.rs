@@ -19,6 +19,10 @@ use gatehouse::policy::{builtin, CallSettings, EngineSettings, HostServices, Pol
 use gatehouse::proxy::chain::{self, Outcome, Section};
 use gatehouse::proxy::snapshot::ChainStep;
 
+// The allocator the gatehouse binary runs with (runtime/src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn runtime() -> Arc<PolicyRuntime> {
     PolicyRuntime::new(
         EngineSettings {

@@ -27,6 +27,10 @@ use gatehouse_tests::bench::runtime;
 use gatehouse_tests::pki::ClientSpec;
 use gatehouse_tests::{Pki, TempDir};
 
+// The allocator the gatehouse binary runs with (runtime/src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn step(rt: &Arc<PolicyRuntime>, name: &str, wasm: &[u8], config: &str) -> Vec<ChainStep> {
     gatehouse_tests::bench::step(rt, name, wasm, config, 4)
 }

@@ -17,6 +17,10 @@ use gatehouse::proxy::chain::{self, Outcome, Section};
 use gatehouse::proxy::snapshot::ChainStep;
 use gatehouse_tests::bench::{builtin_step as step, runtime};
 
+// The allocator the gatehouse binary runs with (runtime/src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn exchange(conn: &Arc<ConnInfo>) -> Box<Exchange> {
     gatehouse_tests::bench::exchange(conn, "api.test", &[])
 }

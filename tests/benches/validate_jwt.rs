@@ -23,6 +23,10 @@ use gatehouse_tests::bench::{builtin_step as step, runtime};
 use gatehouse_tests::jwt::{sign, tokens, Kit};
 use serde_json::json;
 
+// The allocator the gatehouse binary runs with (runtime/src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Distinct tokens per algorithm: more than the cache holds.
 const DISTINCT: usize = 300;
 
