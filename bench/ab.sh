@@ -2,7 +2,7 @@
 # bench/ab.sh BASE_BIN [ROUNDS] [SECONDS] — what a change costs: the
 # Gatehouse binary BASE_BIN (e.g. built from an earlier commit) next to this
 # tree's release build, each run with no policy (gatehouse-0.yaml) and with
-# five policies (gatehouse-5.yaml), interleaved in ROUNDS rounds (default 7)
+# six policies (gatehouse-6.yaml), interleaved in ROUNDS rounds (default 7)
 # of SECONDS-second wrk runs (default 6). Prints the median requests per
 # proxy CPU-second of each, and per config the change from the medians and
 # the median of the per-round ratios (which cancels drift between rounds).
@@ -57,21 +57,21 @@ start_gatehouse() { # start_gatehouse NAME BIN CONFIG PORT
 }
 start_gatehouse base-0 "$BASE" gatehouse-0.yaml 18451
 start_gatehouse new-0 "$NEW" gatehouse-0.yaml 18452
-start_gatehouse base-5 "$BASE" gatehouse-5.yaml 18453
-start_gatehouse new-5 "$NEW" gatehouse-5.yaml 18454
+start_gatehouse base-6 "$BASE" gatehouse-6.yaml 18453
+start_gatehouse new-6 "$NEW" gatehouse-6.yaml 18454
 
 UP=$(cat /tmp/bench-upstream/nginx.pid)
 : > "$OUT"
 for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS" >&2
-  for p in base-0:18451 new-0:18452 base-5:18453 new-5:18454; do
+  for p in base-0:18451 new-0:18452 base-6:18453 new-6:18454; do
     (cd "$SHARED" && RESULTS_DIR=$RUN/results ./run.sh -g wrk -c 32 -d "$DUR" -p "$(cat "$RUN/ab-${p%:*}.pid")" -U "$UP" -l "ab-${p%:*}" "https://127.0.0.1:${p#*:}/") | tee -a "$OUT" >&2
   done
 done
 col() { grep "^ab-$1 " "$OUT" | sed -E 's/.*rps\/srv_core=([0-9]+).*/\1/'; }
 med() { col "$1" | sort -n | awk '{a[NR]=$1} END {printf "%d %d %d", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2), a[1], a[NR]}'; }
 echo "median rps/srv_core over $ROUNDS rounds of ${DUR}s (HTTPS, HTTP/1.1 keep-alive, 32 connections, wrk):"
-for c in 0 5; do
+for c in 0 6; do
   read -r b b_min b_max <<< "$(med "base-$c")"
   read -r n n_min n_max <<< "$(med "new-$c")"
   printf "  gatehouse-%s  base %6d (min %d, max %d)   new %6d (min %d, max %d)\n" "$c" "$b" "$b_min" "$b_max" "$n" "$n_min" "$n_max"

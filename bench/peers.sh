@@ -3,12 +3,14 @@
 # terminating TLS on loopback with the same certificates and proxying to the
 # same nginx upstream (the shared harness in ../shared/bench).
 #
-# Gatehouse runs three ways: no policy (gatehouse-0.yaml), five policies
-# (gatehouse-5.yaml), and no policy with metrics and a JSON access log on
+# Gatehouse runs three ways: no policy (gatehouse-0.yaml), six policies
+# (gatehouse-6.yaml), and no policy with metrics and a JSON access log on
 # (gatehouse-0-observed.yaml).
 #
-# HTTPS, HTTP/1.1 keep-alive, 32 connections, wrk; client certificates off
-# (MTLS=off) because wrk cannot send one. Each proxy is pinned to CPU 1 with
+# HTTPS, HTTP/1.1 keep-alive, 32 connections, wrk; then HTTP/2 (h2load, 32
+# connections x 8 concurrent streams) for nginx, haproxy, envoy and
+# gatehouse-0, labelled `-h2` (H2=0 skips it). Client certificates off
+# (MTLS=off) because neither generator can send one. Each proxy is pinned to CPU 1 with
 # one worker; wrk and the upstream share CPU 0. The figure to compare is
 # rps/srv_core: requests per proxy CPU-second, measured in the same run.
 #
@@ -47,7 +49,7 @@ start_gatehouse() { # start_gatehouse NAME CONFIG PORT
   echo "gatehouse ($1) did not start; see $RUN/$1.log" >&2; exit 1
 }
 start_gatehouse gh0 gatehouse-0.yaml 18447
-start_gatehouse gh5 gatehouse-5.yaml 18448
+start_gatehouse gh6 gatehouse-6.yaml 18448
 start_gatehouse gh0obs gatehouse-0-observed.yaml 18449
 
 UP=$(cat /tmp/bench-upstream/nginx.pid)
@@ -58,5 +60,15 @@ run nginx "$(cat /tmp/bench-peers/nginx/pid)" https://127.0.0.1:18443/
 run haproxy "$(cat /tmp/bench-peers/haproxy/pid)" https://127.0.0.1:18444/
 run envoy "$(cat /tmp/bench-peers/envoy/pid)" https://127.0.0.1:18445/
 run gatehouse-0 "$(cat "$RUN/gh0.pid")" https://127.0.0.1:18447/
-run gatehouse-5 "$(cat "$RUN/gh5.pid")" https://127.0.0.1:18448/
+run gatehouse-6 "$(cat "$RUN/gh6.pid")" https://127.0.0.1:18448/
 run gatehouse-0-observed "$(cat "$RUN/gh0obs.pid")" https://127.0.0.1:18449/
+
+if [ "${H2:-1}" != 0 ]; then
+  run_h2() { # run_h2 LABEL PID URL
+    (cd "$SHARED" && RESULTS_DIR=$RUN/results ./run.sh -g h2load -P h2 -c 32 -m 8 -d "$DUR" -p "$2" -U "$UP" -l "$1" "$3")
+  }
+  run_h2 nginx-h2 "$(cat /tmp/bench-peers/nginx/pid)" https://127.0.0.1:18443/
+  run_h2 haproxy-h2 "$(cat /tmp/bench-peers/haproxy/pid)" https://127.0.0.1:18444/
+  run_h2 envoy-h2 "$(cat /tmp/bench-peers/envoy/pid)" https://127.0.0.1:18445/
+  run_h2 gatehouse-0-h2 "$(cat "$RUN/gh0.pid")" https://127.0.0.1:18447/
+fi

@@ -146,8 +146,9 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    // The bench config's chain (bench/gatehouse-5.yaml): two checks and two
-    // sets inbound, one set outbound; a fresh 10-header request each time.
+    // The bench config's chain (bench/gatehouse-6.yaml): two checks, two
+    // sets and a rate limit by client address (memory store) inbound, one
+    // set outbound; a fresh 10-header request each time.
     let inbound = vec![
         step(&rt, "check-header", r#"{"name":"x-tenant"}"#),
         step(
@@ -161,28 +162,36 @@ fn bench(c: &mut Criterion) {
             r#"{"name":"x-gateway","value":"gatehouse"}"#,
         ),
         step(&rt, "set-header", r#"{"name":"x-route","value":"orders"}"#),
+        step(
+            &rt,
+            "rate-limit-by-key",
+            r#"{"calls":1000000000,"renewal_period":300,"counter_key":"connection.client_ip"}"#,
+        ),
     ];
     let outbound = vec![step(
         &rt,
         "set-header",
         r#"{"name":"x-served-by","value":"gatehouse"}"#,
     )];
-    c.bench_function("bench chain: 2 check + 2 set in, 1 set out", |b| {
-        b.iter_batched(
-            exchange,
-            |ex| {
-                let ex = match chain::run(Section::Inbound, &inbound, ex, &mut ran) {
-                    Outcome::Continue(ex) => ex,
-                    _ => panic!("the inbound chain must let the request through"),
-                };
-                match chain::run(Section::Outbound, &outbound, ex, &mut ran) {
-                    Outcome::Continue(ex) => ex,
-                    _ => panic!("the outbound chain must let the response through"),
-                }
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    c.bench_function(
+        "bench chain: 2 check + 2 set + rate-limit-by-key in, 1 set out",
+        |b| {
+            b.iter_batched(
+                exchange,
+                |ex| {
+                    let ex = match chain::run(Section::Inbound, &inbound, ex, &mut ran) {
+                        Outcome::Continue(ex) => ex,
+                        _ => panic!("the inbound chain must let the request through"),
+                    };
+                    match chain::run(Section::Outbound, &outbound, ex, &mut ran) {
+                        Outcome::Continue(ex) => ex,
+                        _ => panic!("the outbound chain must let the response through"),
+                    }
+                },
+                BatchSize::SmallInput,
+            )
+        },
+    );
 }
 
 criterion_group!(benches, bench);
