@@ -324,3 +324,45 @@ impl Conn {
         }
     }
 }
+
+/// Sends `n` GET requests at once, each on its own connection, to `addrs`
+/// in turn; their statuses, in order.
+///
+/// # Panics
+///
+/// When a request task panics (a transport error).
+pub async fn burst(
+    addrs: &[std::net::SocketAddr],
+    path: &str,
+    n: usize,
+    headers: &[(&str, &str)],
+) -> Vec<u16> {
+    let owned: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let addr = addrs[i % addrs.len()];
+            let path = path.to_string();
+            let owned = owned.clone();
+            tokio::spawn(async move {
+                let h: Vec<(&str, &str)> = owned
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                Client::plain(addr).get(&path, &h).await.status.as_u16()
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.expect("request task"));
+    }
+    out
+}
+
+/// How many of `statuses` are `status`.
+pub fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use gatehouse_tests::child::{self, GatewayProcess};
+use gatehouse_tests::client::{burst, count};
 use gatehouse_tests::{Client, Gw, TempDir};
 
 /// Not a test of its own: the gateway process of
@@ -116,23 +117,9 @@ apis:
     );
     let gw = Gw::start(dir, &yaml).await;
     let addr = gw.addr("main");
-    let tasks: Vec<_> = (0..200)
-        .map(|_| {
-            tokio::spawn(async move {
-                Client::plain(addr)
-                    .get("/limited", &[("x-client", "a")])
-                    .await
-                    .status
-                    .as_u16()
-            })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.expect("request task"));
-    }
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 50);
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 150);
+    let statuses = burst(&[addr], "/limited", 200, &[("x-client", "a")]).await;
+    assert_eq!(count(&statuses, 200), 50);
+    assert_eq!(count(&statuses, 429), 150);
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(gw);
 }

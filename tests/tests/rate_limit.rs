@@ -6,40 +6,15 @@
 
 use std::net::SocketAddr;
 
+use gatehouse_tests::client::count;
 use gatehouse_tests::{Client, Gw, Reply, TempDir};
 
 async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
     Client::plain(addr).get(path, headers).await
 }
 
-/// Sends `n` requests at once, each on its own connection; the statuses.
 async fn burst(addr: SocketAddr, path: &str, n: usize, headers: &[(&str, &str)]) -> Vec<u16> {
-    let owned: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let path = path.to_string();
-            let owned = owned.clone();
-            tokio::spawn(async move {
-                let h: Vec<(&str, &str)> = owned
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                Client::plain(addr).get(&path, &h).await.status.as_u16()
-            })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(n);
-    for t in tasks {
-        out.push(t.await.expect("request task"));
-    }
-    out
-}
-
-fn count(statuses: &[u16], status: u16) -> usize {
-    statuses.iter().filter(|s| **s == status).count()
+    gatehouse_tests::client::burst(&[addr], path, n, headers).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

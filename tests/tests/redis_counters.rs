@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gatehouse_tests::child;
+use gatehouse_tests::client::count;
 use gatehouse_tests::pki::{ClientSpec, Pki};
 use gatehouse_tests::redis::RedisServer;
 use gatehouse_tests::upstream::{self, full};
@@ -25,32 +26,8 @@ async fn redis_child() {
 
 const ADMIN: &str = "admin-key-for-the-redis-tests";
 
-/// Sends `n` requests at once to `addrs` in turn, each on its own
-/// connection; the statuses.
 async fn burst(addrs: &[SocketAddr], path: &str, n: usize, client: &str) -> Vec<u16> {
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            let addr = addrs[i % addrs.len()];
-            let path = path.to_string();
-            let client = client.to_string();
-            tokio::spawn(async move {
-                Client::plain(addr)
-                    .get(&path, &[("x-client", &client)])
-                    .await
-                    .status
-                    .as_u16()
-            })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(n);
-    for t in tasks {
-        out.push(t.await.expect("request task"));
-    }
-    out
-}
-
-fn count(statuses: &[u16], status: u16) -> usize {
-    statuses.iter().filter(|s| **s == status).count()
+    gatehouse_tests::client::burst(addrs, path, n, &[("x-client", client)]).await
 }
 
 /// `/fail` answers 500, anything else 200.
