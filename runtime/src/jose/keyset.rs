@@ -383,9 +383,27 @@ async fn run(set: Weak<KeySet>, wake: Arc<Notify>) {
         };
         ks.attempts.send_modify(|a| *a += 1);
         drop(ks);
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = wake.notified() => {}
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = wake.notified() => {}
+            }
+            let Some(ks) = set.upgrade() else {
+                return;
+            };
+            // A refetch asked for while the last fetch was in flight was
+            // answered by it (its requests wait for any attempt after the
+            // one they saw): the wake it left is spent, not a new fetch.
+            let answered = ks
+                .last_refetch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|r| r.attempts < *ks.attempts.borrow());
+            if !answered {
+                break;
+            }
         }
     }
 }
