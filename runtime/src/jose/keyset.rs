@@ -257,10 +257,13 @@ impl KeySet {
     }
 
     /// Asks for a refetch because a token named an unknown `kid` (or the
-    /// set was never fetched). Returns what to wait for — the fetch just
-    /// asked for, or one in flight — or `None` when one finished less than
-    /// `min_refetch` ago (the request is refused at once).
-    pub fn request_refetch(self: &Arc<Self>) -> Option<PendingRefetch> {
+    /// set was never fetched); `seen_generation` is the generation of the
+    /// keys that did not have it, read before the verification, so that a
+    /// fetch landing in between still counts as a change. Returns what to
+    /// wait for — the fetch just asked for, or one in flight — or `None`
+    /// when one finished less than `min_refetch` ago (the request is
+    /// refused at once).
+    pub fn request_refetch(self: &Arc<Self>, seen_generation: u64) -> Option<PendingRefetch> {
         let now_attempts = *self.attempts.borrow();
         let mut last = self.last_refetch.lock().unwrap_or_else(|p| p.into_inner());
         let wait = match &*last {
@@ -281,7 +284,7 @@ impl KeySet {
             return None;
         }
         Some(PendingRefetch {
-            seen_generation: self.generation(),
+            seen_generation,
             set: self.clone(),
             seen: wait,
             step: usize::MAX,

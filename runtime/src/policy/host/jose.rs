@@ -221,13 +221,16 @@ impl HostKeySet for HostState {
         let Some(set) = self.jose.sets.get(this.rep()) else {
             return Err(VerifyError::KeysUnavailable);
         };
+        // The generation before verifying: a fetch that lands between the
+        // two is then seen as a change by a request that waits.
+        let seen_generation = set.generation();
         let r = set.verify(kid.as_deref(), alg(a), &signing_input, &signature);
         if let Err(Ve::UnknownKid | Ve::KeysUnavailable) = r {
             // The pipeline may wait for the refetch and call again.
             let set = (**set).clone();
             if let Some(ex) = self.exchange.as_deref_mut() {
                 if ex.refetch.is_none() {
-                    if let Some(p) = set.request_refetch() {
+                    if let Some(p) = set.request_refetch(seen_generation) {
                         ex.refetch = Some(Box::new(p));
                     }
                 }
